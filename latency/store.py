@@ -422,8 +422,10 @@ class MeasurementStore:
     # -- export -------------------------------------------------------------------------------------------
 
     def export_csv(self, path: str | Path, space: str, devices: Sequence[str],
-                   columns: Sequence[str] | None = None, *, public_data_dir: str | Path | None = None) -> int:
-        """Write ``index,arch,<column per device>`` (ms) for every arch of ``space`` measured on any device.
+                   columns: Sequence[str] | None = None, *, archs: Iterable[str] | None = None,
+                   public_data_dir: str | Path | None = None) -> int:
+        """Write ``index,arch,<column per device>`` (ms) for every arch of ``space`` measured on any device
+        (only those among ``archs``, when given).
 
         ``index`` is the arch's row index in the public dataset of ``space`` when it is there; other archs get
         indices from 1,000,000 up, in the order they were first stored. Rows are sorted by index; a device
@@ -436,6 +438,9 @@ class MeasurementStore:
         if len(cols) != len(devices):
             raise InputError(f"export got {len(devices)} devices but {len(cols)} column names")
         table = self.latency_table(space, devices)
+        if archs is not None:
+            wanted = set(archs)
+            table = {a: v for a, v in table.items() if a in wanted}
         public = public_index(space, public_data_dir)
         rows: list[tuple[int, str]] = []
         next_new = NEW_INDEX_START

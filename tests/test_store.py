@@ -193,6 +193,9 @@ def test_export_csv_uses_public_index_and_stored_medians(store, tmp_path):
     assert float(body[known][3]) == table[known][cpu2] == 2.0
     assert body[new_archs[1]][3] == ""  # not measured there: empty cell
     assert float(body[new_archs[0]][3]) == 9.0
+    # only the archs asked for
+    assert store.export_csv(out, "fbnet", [cpu1, cpu2], archs=[known]) == 1
+    assert [r[1] for r in csv.reader(out.open())][1:] == [known]
 
 
 def test_public_index_is_read_once(tmp_path):
