@@ -96,3 +96,17 @@ def encode(archs: Iterable[str]) -> np.ndarray:
         for e, op in enumerate(ops):
             out[r, e * len(OPS) + _OP_INDEX[op]] = 1.0
     return out
+
+
+def decode(encoding: np.ndarray) -> list[str]:
+    """The arch strings of one-hot rows as ``encode`` makes them, shape (n, 30) or (30,)."""
+    rows = np.atleast_2d(np.asarray(encoding))
+    if rows.shape[1] != ENCODING_SIZE:
+        raise ArchError(f"nb201 encoding must have {ENCODING_SIZE} columns, got {rows.shape[1]}")
+    out = []
+    for r, row in enumerate(rows):
+        one_hot = row.reshape(NUM_EDGES, len(OPS))
+        if not np.all((one_hot == 0) | (one_hot == 1)) or not np.all(one_hot.sum(axis=1) == 1):
+            raise ArchError(f"nb201 encoding row {r} is not one-hot per edge")
+        out.append(to_string([OPS[k] for k in one_hot.argmax(axis=1)]))
+    return out
