@@ -8,17 +8,7 @@ import numpy as np
 
 from exporters.errors import ArchError
 
-BLOCKS: tuple[str, ...] = (
-    "k3_e1",
-    "k3_e1_g2",
-    "k3_e3",
-    "k3_e6",
-    "k5_e1",
-    "k5_e1_g2",
-    "k5_e3",
-    "k5_e6",
-    "skip",
-)
+BLOCKS: tuple[str, ...] = ("k3_e1", "k3_e1_g2", "k3_e3", "k3_e6", "k5_e1", "k5_e1_g2", "k5_e3", "k5_e6", "skip")
 NUM_LAYERS = 22
 ENCODING_SIZE = NUM_LAYERS * len(BLOCKS)
 _BLOCK_INDEX = {b: k for k, b in enumerate(BLOCKS)}
@@ -30,9 +20,7 @@ def parse(arch: str) -> tuple[str, ...]:
         raise ArchError(f"fbnet arch must be a string, got {type(arch).__name__}")
     blocks = tuple(arch.strip().split("-"))
     if len(blocks) != NUM_LAYERS:
-        raise ArchError(
-            f"fbnet arch {arch!r}: expected {NUM_LAYERS} blocks joined by '-', found {len(blocks)}"
-        )
+        raise ArchError(f"fbnet arch {arch!r}: expected {NUM_LAYERS} blocks joined by '-', found {len(blocks)}")
     for layer, block in enumerate(blocks):
         if block not in _BLOCK_INDEX:
             raise ArchError(
