@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from devices.measurement import MeasureConfig, Measurement
@@ -32,6 +31,7 @@ class Device(Protocol):
         """Whether this device can run here, and if not, why (one line)."""
         ...
 
-    def measure(self, onnx_path: str | Path, config: MeasureConfig | None = None) -> Measurement:
-        """Time the static-shape ONNX model; the Measurement carries device, environment and model hash."""
+    def measure(self, model: Any, config: MeasureConfig | None = None) -> Measurement:
+        """Time a static-shape ONNX model (an ``exporters.onnx.OnnxModel`` or a path to an .onnx file); the
+        Measurement carries the canonical spec, device, environment, model hash and config."""
         ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from devices.base import DeviceError, DeviceSpecError
+from devices.measurement import MeasureConfigError
 from exporters.errors import ArchError, ExportError
 
 
@@ -16,6 +17,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     ExportError,
     DeviceError,
     DeviceSpecError,
+    MeasureConfigError,
     FileNotFoundError,
     PermissionError,
     IsADirectoryError,
