@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devices.base import DeviceError
+from devices.environment import usable_cores
 from devices.local import LoadedModel, LocalDevice, first_line, guard_run
 
 if TYPE_CHECKING:
@@ -36,6 +37,11 @@ def tvm_cache_dir() -> Path:
 
 
 def _tvm():
+    # TVM's thread pool reads these once, when first used: without them it caps its threads at what it
+    # guesses are physical cores (1 on a 2-vCPU VM, whatever `threads` asks) and pins the calling thread to
+    # core 0, which would leave every later backend in this process on one core.
+    os.environ.setdefault("TVM_NUM_THREADS", str(usable_cores()))
+    os.environ.setdefault("TVM_BIND_THREADS", "0")
     try:
         import tvm
         from tvm import relax  # noqa: F401 - Relax is what we compile with; fail here if the build lacks it
@@ -193,16 +199,26 @@ class TvmLlvmDevice(_TvmDevice):
 
     @contextlib.contextmanager
     def _threads(self) -> Iterator[None]:
+        _tvm()
         configure, current = _global("runtime.config_threadpool"), _global("runtime.NumThreads")
+        affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
         want = int(self.threads or 0)
         before = int(current()) if current is not None else None
-        if configure is not None and want and before != want:
-            configure(1, want)  # 1: use the big cores, all of them on a homogeneous CPU
         try:
+            if configure is not None and want and before != want:
+                configure(1, want)  # 1: the big cores, i.e. all of them on a homogeneous CPU
+                got = int(current())
+                if got != want:
+                    raise DeviceError(
+                        f"device {self.spec}: TVM's thread pool gives {got} thread(s), not {want} "
+                        f"(TVM_NUM_THREADS={os.environ.get('TVM_NUM_THREADS')} caps it)"
+                    )
             yield
         finally:
             if configure is not None and before is not None and want and before != want:
                 configure(1, before)
+            if affinity is not None and os.sched_getaffinity(0) != affinity:
+                os.sched_setaffinity(0, affinity)  # never leave this process pinned by TVM
 
 
 class TvmCudaDevice(_TvmDevice):
