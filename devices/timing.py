@@ -26,8 +26,10 @@ RunBlocks = Callable[[int, int], Sequence[float]]
 # No block is made longer than this many runs: a model that fast is below any timer's resolution anyway.
 MAX_NUMBER = 10_000_000
 # Once the minimums are met but the CV target is not, chunked backends ask for this share of the blocks
-# already in: small enough to stop soon after the CV settles, large enough to amortise the per-call cost.
+# already in (small enough to stop soon after the CV settles), and for enough blocks that the runs a call
+# discards stay under _DISCARD_SHARE of the runs it times.
 _CHUNK_GROWTH = 0.25
+_DISCARD_SHARE = 0.05
 
 
 def measure_blocks(
@@ -87,6 +89,8 @@ def measure_blocks(
             return 0
         time_left = config.max_time_s - elapsed()
         by_time = int(time_left // block_est) if block_est > 0 else config.max_runs
+        if run_blocks is not None:
+            by_time -= math.ceil(run_blocks_discard / number)  # the call's untimed runs take time too
         if runs and by_time < 1:
             return 0
         need = max(config.min_runs - runs, math.ceil((config.min_run_time_s - timed_s) / block_est)
@@ -94,7 +98,11 @@ def measure_blocks(
         if need <= 0:
             if robust_cv(sorted(times_ms)) <= config.target_cv:
                 return 0
-            need = max(1, math.ceil(_CHUNK_GROWTH * runs)) if run_blocks else 1
+            if run_blocks is None:
+                need = 1
+            else:
+                amortised = math.ceil(run_blocks_discard / (_DISCARD_SHARE * number))
+                need = max(1, math.ceil(_CHUNK_GROWTH * runs), amortised)
         return max(1, min(need, config.max_runs - runs, by_time))
 
     while (k := chunk_size()) > 0:

@@ -166,6 +166,8 @@ def test_chunked_backend_asks_for_more_blocks_until_the_cv_settles():
     m = measure_blocks(model.run_block, config, method="fake", run_blocks=model.run_blocks, run_blocks_discard=1)
     assert m.runs == 60
     assert 1 < len(model.chunks) <= 6
+    # each call times at least 20 runs per run it discards (until max_runs cuts the last one short)
+    assert all(number * repeat >= 20 for number, repeat in model.chunks[:-1])
     assert m.warmup_runs == 1 + len(model.chunks)
 
 
