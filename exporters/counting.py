@@ -44,9 +44,12 @@ def count_flops(module: nn.Module, input_shape: tuple[int, ...]) -> int:
             handles.append(m.register_forward_hook(linear_hook))
     was_training = module.training
     module.eval()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one small forward pass: threads only add contention
     try:
         module(torch.zeros(input_shape))
     finally:
+        torch.set_num_threads(threads)
         for h in handles:
             h.remove()
         module.train(was_training)
