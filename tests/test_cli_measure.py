@@ -219,6 +219,22 @@ def test_bad_input_is_one_line_naming_the_problem(case, tmp_path, capfd):
             assert store.measurements() == []
 
 
+def test_device_that_cannot_run_here_is_one_line(tmp_path):
+    archs_csv = write_archs(tmp_path / "archs.csv", ARCHS[:1])
+    rc, _, err = call_main(["profile", "--space", "nb201", "--archs", str(archs_csv), "--device", "ort-cuda",
+                            "--db", str(tmp_path / "m.sqlite"), "--out", str(tmp_path / "o.csv")])
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "ort-cuda" in err and "cannot run here" in err
+
+
+def test_archs_csv_from_a_spreadsheet_with_bom(tmp_path):
+    from latency.commands.measure import read_archs_csv
+
+    path = tmp_path / "bom.csv"
+    path.write_text("arch,acc\n" + ARCHS[0] + " ,0.9\n", encoding="utf-8-sig")
+    assert read_archs_csv(path, "nb201") == [ARCHS[0]]
+
+
 def test_unknown_device_from_a_fresh_process_is_one_line(tmp_path, env):
     archs_csv = write_archs(tmp_path / "archs.csv", ARCHS[:1])
     res = run_cli(["profile", "--space", "nb201", "--archs", str(archs_csv), "--device", "quantum-tpu:qubits=9",
@@ -250,3 +266,26 @@ def test_device_lists_keep_spec_options_together():
     assert split_device_list("ssh://pi@b/ort-cpu:threads=4,python=/opt/v/bin/python, ort-cpu") == [
         "ssh://pi@b/ort-cpu:threads=4,python=/opt/v/bin/python", "ort-cpu"]
     assert split_device_list("tvm-rpc://host:9190/rk3399,tvm-llvm") == ["tvm-rpc://host:9190/rk3399", "tvm-llvm"]
+
+
+def test_export_picks_the_space_or_asks_for_it(tmp_path):
+    from devices.measurement import summarize
+    from devices.spec import canonical_spec
+    from exporters.onnx import OnnxModel
+
+    spec = canonical_spec("ort-cpu:threads=1")
+    fbnet_arch = next(a for a, i in public_index("fbnet").items() if i == 7)
+    with MeasurementStore(tmp_path / "m.sqlite") as store:
+        for k, (space, arch) in enumerate([("nb201", ARCHS[0]), ("fbnet", fbnet_arch)]):
+            model = OnnxModel(Path(f"{k}.onnx"), f"hash{k}", "input", (1, 3, 32, 32), ["output"], 17, space, arch)
+            store.add_measurement(summarize([1.0 + k, 1.2 + k], number=1, warmup_runs=0, method="t",
+                                            device_spec=spec, model_hash=f"hash{k}", timestamp=k), model)
+    args = ["export", "--db", str(tmp_path / "m.sqlite"), "--device", "ort-cpu:threads=1"]
+    rc, _, err = call_main([*args, "--out", str(tmp_path / "both.csv")])
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "--space" in err and "nb201" in err
+    rc, out, err = call_main([*args, "--out", str(tmp_path / "fbnet.csv")])
+    assert rc == 0, err
+    assert list(csv.reader((tmp_path / "fbnet.csv").open()))[1][:2] == ["7", fbnet_arch]
+    rc, out, err = call_main([*args, "--space", "nb201", "--out", str(tmp_path / "x.csv")])
+    assert rc == 0, err
+    assert list(csv.reader((tmp_path / "x.csv").open()))[1][:2] == ["0", ARCHS[0]]

@@ -59,7 +59,8 @@ def read_archs_csv(path: str | Path, space: str) -> list[str]:
         raise InputError(f"{path}: is a directory, not a CSV file")
     validate = _space(space).validate
     try:
-        with open(path, newline="") as fh:
+        # utf-8-sig: a spreadsheet's byte-order mark must not hide the 'arch' header
+        with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             header = reader.fieldnames
             if not header:
@@ -375,10 +376,13 @@ def export(
     """Write stored measurements in the dataset format of measurements/hw-nas-bench."""
     from devices.spec import canonical_spec
 
-    specs = [canonical_spec(s) for text in device_specs for s in split_device_list(text)]
+    # a dataset column name (',' written ';') names its device too
+    specs = [canonical_spec(s) for text in device_specs for s in split_device_list(text.replace(";", ","))]
     if not specs:
         raise InputError("--device names no device")
     specs = list(dict.fromkeys(specs))
+    if out.is_dir():
+        raise InputError(f"--out {out} is a directory")
     db_path = db if db is not None else default_db_path()
     with MeasurementStore(db_path, create=False) as store:
         stored = {d.spec: d.n_measurements for d in store.devices()}
@@ -388,12 +392,15 @@ def export(
                 raise InputError(f"device {spec} has no measurements in {db_path} (stored devices: {known})")
         if space is None:
             spaces = store.spaces(specs)
-            if len(spaces) != 1:
+            if len(spaces) == 1:
+                space = spaces[0]
+            elif out.stem in spaces:  # nb201.csv: the dataset's own naming says which space
+                space = out.stem
+            else:
                 raise InputError(
                     f"{db_path} holds measurements of {', '.join(spaces) or 'no search space'} on these "
                     "devices; name one with --space"
                 )
-            space = spaces[0]
         else:
             _space(space)
         n = store.export_csv(out, space, specs)
