@@ -93,6 +93,7 @@ CREATE TABLE IF NOT EXISTS measurements (
     stored REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS measurements_by_device_model ON measurements(device_id, model_hash);
+CREATE INDEX IF NOT EXISTS measurements_by_model ON measurements(model_hash);
 """
 
 
