@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="device specs separated by '|' or by ',' between specs (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--arch", default=DEFAULT_ARCH)
+    parser.add_argument("--min-block-s", type=float, default=None, help="override MeasureConfig.min_block_s")
     parser.add_argument("--keep-tvm-cache", action="store_true",
                         help="use the user's TVM cache (default: a fresh one, so compile time is shown)")
     args = parser.parse_args(argv)
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     model, what = _model(args.arch, work)
     print(f"model: {what} (hash {model.content_hash[:12]}), exported in {time.perf_counter() - start:.2f} s")
-    config = MeasureConfig()
+    config = MeasureConfig() if args.min_block_s is None else MeasureConfig(min_block_s=args.min_block_s)
     print(f"config: {config}")
 
     rows = []

@@ -32,15 +32,18 @@ class MeasureConfig:
     about ``warmup_s / min_run_time_s`` for fast models and ``warmup_runs / min_runs`` for slow ones, so
     20 ms / 0.5 s and 2 / 25 keep it near 5% (the rest is the right skew of block times: their sum exceeds
     runs x median). Two warm-up runs pass first-run effects (lazy allocation, cold caches); backends whose
-    timer discards a call of its own (TVM's time_evaluator) count that call as one of them. A 5 ms block
-    keeps per-call overhead (~10 us) below 0.5%. On a shared 2-core VM the robust CV of a 4 ms model is
+    timer discards a call of its own (TVM's time_evaluator) count that call as one of them. Blocks last
+    20 ms, several scheduler time slices: on a busy machine, blocks of one slice or less are either
+    preempted or not, their times come out bimodal and the median jumps between the modes (a 4 ms model on
+    a 2-core VM at load 4: median drift 40-50% over 5 measurements with 5 ms blocks, 2-6% with 25 ms
+    blocks); per-call overhead (~10 us) is then negligible too. On that VM the robust CV of a 4 ms model is
     typically 2-3% and 5-10% of blocks fall outside Tukey's fences, hence ``target_cv`` 0.03 and
     ``outlier_frac`` 0.20 (a fifth of the blocks disturbed means something ran alongside).
     """
 
     warmup_runs: int = 2
     warmup_s: float = 0.02
-    min_block_s: float = 0.005
+    min_block_s: float = 0.02
     min_runs: int = 25
     max_runs: int = 200
     min_run_time_s: float = 0.5
