@@ -1,6 +1,11 @@
 """TVM backends: ``tvm-llvm`` (this CPU) and ``tvm-cuda``. The ONNX graph is imported with Relax, compiled
-with ``tvm.compile`` (default pipeline, no tuning), run by a ``relax.VirtualMachine`` and timed with the VM's
-``time_evaluator``.
+with ``tvm.compile`` (no tuning), run by a ``relax.VirtualMachine`` and timed with the VM's ``time_evaluator``.
+
+``tvm-cuda`` uses TVM's default pipeline (dlight GPU rules). ``tvm-llvm`` uses TVM's CPU pipeline plus the
+rule-based schedules below: TVM 0.27 schedules nothing for CPU by default (its dlight CPU rules cover only
+GEMV and softmax-like reductions), so convolutions would run as naive scalar loop nests, ~40x slower than
+onnxruntime. The schedules tile, vectorize and parallelize each kernel without tuning; schedule primitives
+are checked by TVM, so a kernel they do not fit stays unscheduled (slow, never wrong).
 
 Compiling takes seconds, so compiled libraries are kept on disk, keyed by the model's content hash, the
 exact target and the TVM version: a model compiles once per machine. The cache lives in ``$LATENCY_TVM_CACHE``,
@@ -56,6 +61,245 @@ def _global(name: str):
     return tvm_ffi.get_global_func(name, allow_missing=True)
 
 
+# ---------------------------------------------------------------------------------------------------------
+# CPU schedules for tvm-llvm. Legalized Relax kernels are plain loop nests: one or more injective blocks
+# (pad, elementwise, reshape) around at most one reduction block (conv, pool, matmul, mean). The reduction
+# becomes a register-tiled direct kernel: out[.., f, y, x] keeps a tile of F_TILE x VEC accumulators (F: an
+# axis the vector-loaded input does not depend on, e.g. output channels, so one input vector load feeds
+# F_TILE FMAs), the reduction loops run around that tile, then the fused epilogue (bias, relu, residual add)
+# runs on the tile while it is hot. Injective blocks are vectorized along their innermost axis.
+
+CPU_PIPELINE = "hw-latency-cpu-v1"
+_ACCUMULATORS = 8  # vector registers of accumulators per tile: enough to hide FMA latency, few enough to spill none
+_PARALLEL_MIN_ELEMENTS = 4096  # below this a thread-pool launch costs more than it saves
+
+
+def cpu_pipeline(target):
+    """TVM's CPU pipeline (legalize, fuse, lower) with ``schedule_cpu_kernels`` after fusion."""
+    tvm = _tvm()
+    from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+
+    @tvm.transform.module_pass(opt_level=0, name="HwLatencyCpuPipeline")
+    def pipeline(mod, _ctx):
+        with target:
+            return tvm.transform.Sequential(
+                cpu_generic.library_dispatch_passes(target)
+                + cpu_generic.legalize_passes(target)
+                + [_schedule_pass(target)]
+                + cpu_generic.dataflow_lower_passes(target)
+                + cpu_generic.finalize_passes(target)
+            )(mod)
+
+    return pipeline
+
+
+def _schedule_pass(target):
+    tvm = _tvm()
+    from tvm import tirx
+
+    @tvm.transform.module_pass(opt_level=0, name="HwLatencyScheduleCpuKernels")
+    def schedule(mod, _ctx):
+        updates = {}
+        for gvar, func in mod.functions_items():
+            if isinstance(func, tirx.PrimFunc) and not func.attrs.get("tirx.is_scheduled", False):
+                scheduled = schedule_cpu_kernel(func, target)
+                if scheduled is not None:
+                    updates[gvar] = scheduled.with_attr("tirx.is_scheduled", True)
+        for gvar, func in updates.items():
+            mod[gvar] = func
+        return mod
+
+    return schedule
+
+
+def schedule_cpu_kernel(func, target):
+    """``func`` (a legalized, fused PrimFunc) scheduled for the CPU ``target``, or None to leave it as is.
+
+    Tries the full schedule, then simpler ones (no epilogue fusion, no padding split); a schedule error (a
+    kernel these rules do not fit) falls back to the next, finally to the unscheduled function."""
+    from tvm import s_tir
+
+    lanes = max(4, _llvm_vector_bits(target) // 32)  # float32 lanes
+    for fuse_epilogue, split_padding in ((True, True), (False, True), (False, False)):
+        try:
+            sch = s_tir.Schedule(func)
+            if _schedule(sch, lanes, fuse_epilogue, split_padding):
+                return sch.mod["main"]
+        except Exception:  # noqa: BLE001, S112 - tvm.s_tir.ScheduleError and TVM FFI errors alike
+            continue
+    return None
+
+
+def _llvm_vector_bits(target) -> int:
+    from tvm.target.codegen import llvm_get_vector_width
+
+    try:
+        bits = int(llvm_get_vector_width(target))
+    except Exception:  # noqa: BLE001
+        bits = -1
+    return bits if bits > 0 else 128
+
+
+def _schedule(sch, lanes: int, fuse_epilogue: bool, split_padding: bool) -> bool:
+    from tvm.s_tir.dlight.analysis import normalize_prim_func
+    from tvm.s_tir.dlight.base import try_inline_contiguous_spatial
+
+    blocks = normalize_prim_func(sch)
+    if not blocks:
+        return False
+    reductions = [i for i, b in enumerate(blocks) if not b.is_injective()]
+    if not reductions:
+        for block in try_inline_contiguous_spatial(sch, blocks):
+            _vectorize_innermost(sch, block.block_rv, lanes)
+        return True
+    if len(reductions) > 1:
+        return False
+    at = reductions[0]
+    consumers = [b.block_rv for b in blocks[at + 1:]]
+    if not _tile_reduction(sch, blocks[at], lanes, consumers if fuse_epilogue else []):
+        return False
+    for block in blocks[:at]:
+        if split_padding and block.is_data_pad(sch):
+            # zero fill + interior copy: two branch-free loops instead of one if_then_else per element
+            const = sch.decompose_padding(block.block_rv, sch.get_loops(block.block_rv)[0])
+            _vectorize_flat(sch, const, lanes)
+        _vectorize_innermost(sch, block.block_rv, lanes)
+    if not fuse_epilogue:
+        for block in consumers:
+            _vectorize_innermost(sch, block, lanes)
+    return True
+
+
+def _extent(sch, loop) -> int | None:
+    extent = sch.get(loop).extent
+    return int(extent.value) if hasattr(extent, "value") else None
+
+
+def _pow2_divisor(n: int, cap: int) -> int:
+    """The largest power of two that divides ``n`` and is at most ``cap``: splits without a remainder, so
+    loops stay free of bound checks that would block vectorization."""
+    d = 1
+    while d * 2 <= cap and n % (d * 2) == 0:
+        d *= 2
+    return d
+
+
+def _parallel(sch, loops, elements: int) -> None:
+    if not loops or elements < _PARALLEL_MIN_ELEMENTS:
+        return
+    sch.parallel(sch.fuse(*loops) if len(loops) > 1 else loops[0])
+
+
+def _vectorize_innermost(sch, block, lanes: int) -> None:
+    loops = sch.get_loops(block)
+    extents = [_extent(sch, loop) for loop in loops]
+    if not loops or any(e is None for e in extents):
+        return
+    outer, inner = list(loops[:-1]), loops[-1]
+    width = _pow2_divisor(extents[-1], lanes)
+    if width > 1:
+        if width < extents[-1]:
+            rest, inner = sch.split(inner, factors=[None, width])
+            outer.append(rest)
+        sch.vectorize(inner)
+    _parallel(sch, outer, _product(extents))
+
+
+def _vectorize_flat(sch, block, lanes: int) -> None:
+    """Vectorize a block that writes its whole buffer in order (a constant fill) over all its loops."""
+    loops = sch.get_loops(block)
+    flat = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+    n = _extent(sch, flat)
+    width = _pow2_divisor(n, lanes) if n else 1
+    if width > 1:
+        _, inner = sch.split(flat, factors=[None, width])
+        sch.vectorize(inner)
+
+
+def _product(values) -> int:
+    out = 1
+    for v in values:
+        out *= v
+    return out
+
+
+def _names_in(expr) -> set[str]:
+    from tvm import tirx
+
+    return {var.name for var in tirx.analysis.undefined_vars(expr)}
+
+
+def _tile_reduction(sch, block_info, lanes: int, epilogue) -> bool:
+    kinds = block_info.dom_kind()
+    n_spatial = len(kinds) - len(kinds.lstrip("S"))
+    if n_spatial == 0 or kinds[n_spatial:].strip("R"):
+        return False  # not "spatial axes, then reduction axes"
+    block = block_info.block_rv
+    loops = sch.get_loops(block)
+    extents = [_extent(sch, loop) for loop in loops]
+    if any(e is None for e in extents):
+        return False
+    stmt = sch.get(block)
+    names = [iv.var.name for iv in stmt.iter_vars]
+    spatial = range(n_spatial)
+    vec = next((i for i in reversed(spatial) if extents[i] > 1), None)
+    if vec is None:
+        return False
+    reads = [set().union(*(_names_in(r.min) for r in region.region)) for region in stmt.reads]
+    # reuse axis: absent from the vector-loaded operand, so each loaded vector serves a whole tile column
+    vector_reads = [r for r in reads if names[vec] in r]
+    other_reads = [r for r in reads if names[vec] not in r]
+    reuse = None
+    for pool in (vector_reads, other_reads):
+        candidates = [i for i in spatial if i != vec and extents[i] > 1 and any(names[i] not in r for r in pool)]
+        if candidates:
+            reuse = max(candidates, key=lambda i: (_pow2_divisor(extents[i], _ACCUMULATORS), extents[i]))
+            break
+    width = _pow2_divisor(extents[vec], lanes)
+    # narrow rows (8x8, 4x4 maps): tile one more spatial axis so the tile still holds enough accumulators
+    rows_axis, rows = None, 1
+    if width < lanes:
+        rest = [i for i in spatial if i not in (vec, reuse) and extents[i] > 1]
+        if rest:
+            rows_axis = rest[-1]
+            rows = _pow2_divisor(extents[rows_axis], lanes // width)
+    vec_outer, vec_inner = sch.split(loops[vec], factors=[None, width])
+    outer, tile = [], []
+    for i in spatial:
+        if i == vec:
+            outer.append(vec_outer)
+        elif i == reuse:
+            depth = _pow2_divisor(extents[i], max(1, _ACCUMULATORS // rows))
+            o, t = sch.split(loops[i], factors=[None, depth])
+            outer.append(o)
+            tile.append(t)
+        elif i == rows_axis and rows > 1:
+            o, t = sch.split(loops[i], factors=[None, rows])
+            outer.append(o)
+            tile.append(t)
+        else:
+            outer.append(loops[i])
+    reduction = list(loops[n_spatial:])
+    sch.reorder(*outer, *reduction, *tile, vec_inner)
+    if epilogue:
+        for consumer in epilogue[:-1]:
+            sch.compute_inline(consumer)
+        last = epilogue[-1]
+        sch.reverse_compute_at(last, outer[-1], preserve_unit_loops=True)
+        tail = sch.get_loops(last)[len(outer):]
+        if tail:
+            sch.vectorize(tail[-1])
+            for loop in tail[:-1]:
+                sch.unroll(loop)
+    _parallel(sch, outer[:-1], _product(extents[:n_spatial]))
+    for loop in tile:
+        sch.unroll(loop)
+    sch.vectorize(vec_inner)
+    if reduction:
+        sch.decompose_reduction(block, reduction[0])
+    return True
+
+
 class _TvmDevice(LocalDevice):
     """Shared compile / cache / run flow; subclasses give the target and the runtime device."""
 
@@ -73,14 +317,23 @@ class _TvmDevice(LocalDevice):
         except Exception as exc:  # noqa: BLE001
             raise DeviceError(f"device {self.spec}: TVM rejects target {self._target_dict()}: {first_line(exc)}") from None
 
+    # Which compile pipeline made a library: part of the cache key and of describe(); change it whenever the
+    # generated code would change, so no library built by an older pipeline is ever reused.
+    pipeline_name = "tvm-default"
+
+    def _relax_pipeline(self, target):
+        """The Relax pipeline ``tvm.compile`` runs; ``"default"`` is TVM's own for the target."""
+        return "default"
+
     def _runtime(self) -> dict[str, Any]:
         tvm = _tvm()
-        return {"runtime": "tvm", "runtime_version": tvm.__version__, "target": self._target_dict()}
+        return {"runtime": "tvm", "runtime_version": tvm.__version__, "target": self._target_dict(),
+                "pipeline": self.pipeline_name}
 
     def _library_path(self, model: OnnxModel, target) -> Path:
         tvm = _tvm()
-        key = json.dumps({"model": model.content_hash, "target": str(target), "tvm": tvm.__version__},
-                         sort_keys=True)
+        key = json.dumps({"model": model.content_hash, "target": str(target), "tvm": tvm.__version__,
+                          "pipeline": self.pipeline_name}, sort_keys=True)
         return tvm_cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:40]}.so"
 
     def _compile(self, model: OnnxModel, target):
@@ -94,7 +347,7 @@ class _TvmDevice(LocalDevice):
         except Exception as exc:  # noqa: BLE001 - unsupported op, bad attribute: one line for the user
             raise DeviceError(f"device {self.spec}: TVM cannot import {model.path}: {first_line(exc)}") from None
         try:
-            return tvm.compile(mod, target)
+            return tvm.compile(mod, target, relax_pipeline=self._relax_pipeline(target))
         except Exception as exc:  # noqa: BLE001
             raise DeviceError(f"device {self.spec}: TVM cannot compile {model.path}: {first_line(exc)}") from None
 
@@ -169,6 +422,10 @@ class TvmLlvmDevice(_TvmDevice):
     """TVM on this CPU: LLVM code for ``target`` (an -mcpu name, default the host CPU), ``threads`` workers."""
 
     backend = "tvm-llvm"
+    pipeline_name = CPU_PIPELINE
+
+    def _relax_pipeline(self, target):
+        return cpu_pipeline(target)
 
     def available(self) -> tuple[bool, str]:
         try:
