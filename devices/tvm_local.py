@@ -162,7 +162,7 @@ def _schedule(sch, lanes: int, fuse_epilogue: bool, split_padding: bool) -> bool
         if split_padding and block.is_data_pad(sch):
             # zero fill + interior copy: two branch-free loops instead of one if_then_else per element
             const = sch.decompose_padding(block.block_rv, sch.get_loops(block.block_rv)[0])
-            _vectorize_flat(sch, const, lanes)
+            _vectorize_fill(sch, const, lanes)
         _vectorize_innermost(sch, block.block_rv, lanes)
     if not fuse_epilogue:
         for block in consumers:
@@ -205,15 +205,20 @@ def _vectorize_innermost(sch, block, lanes: int) -> None:
     _parallel(sch, outer, _product(extents))
 
 
-def _vectorize_flat(sch, block, lanes: int) -> None:
-    """Vectorize a block that writes its whole buffer in order (a constant fill) over all its loops."""
+def _vectorize_fill(sch, block, lanes: int) -> None:
+    """Vectorize a constant fill along its innermost axis, whole (an odd-sized constant store is still cheap
+    as one vector), or split when too long; fusing all its axes would leave div/mod in every index."""
     loops = sch.get_loops(block)
-    flat = sch.fuse(*loops) if len(loops) > 1 else loops[0]
-    n = _extent(sch, flat)
-    width = _pow2_divisor(n, lanes) if n else 1
-    if width > 1:
-        _, inner = sch.split(flat, factors=[None, width])
-        sch.vectorize(inner)
+    extent = _extent(sch, loops[-1])
+    if extent is None or extent < 2:
+        return
+    inner = loops[-1]
+    if extent > 4 * lanes:
+        width = _pow2_divisor(extent, lanes)
+        if width < 2:
+            return
+        _, inner = sch.split(inner, factors=[None, width])
+    sch.vectorize(inner)
 
 
 def _product(values) -> int:
@@ -229,6 +234,28 @@ def _names_in(expr) -> set[str]:
     return {var.name for var in tirx.analysis.undefined_vars(expr)}
 
 
+def _rows_are_contiguous(stmt, rows: int, cols: int) -> bool:
+    """Whether iterating spatial axes ``rows`` and ``cols`` as one flat axis walks every buffer the block
+    touches through them contiguously (offset y * X + x + c, c free of y and x): then a narrow map (4x4 after
+    a 1x1 conv) can fill a whole vector instead of a quarter of one. Padding or striding breaks this."""
+    from tvm.sym.analyzer import Analyzer
+
+    y, x = stmt.iter_vars[rows].var, stmt.iter_vars[cols].var
+    width = int(stmt.iter_vars[cols].dom.extent)
+    analyzer = Analyzer()
+    for access in [*stmt.reads, *stmt.writes]:
+        index = [r.min for r in access.region]
+        used = [_names_in(i) & {y.name, x.name} for i in index]
+        if not any(used):
+            continue
+        if len(index) < 2 or any(used[:-2]) or not hasattr(access.source.shape[-1], "value"):
+            return False
+        offset = index[-2] * access.source.shape[-1] + index[-1]
+        if _names_in(analyzer.simplify(offset - (y * width + x))) & {y.name, x.name}:
+            return False
+    return True
+
+
 def _tile_reduction(sch, block_info, lanes: int, epilogue) -> bool:
     kinds = block_info.dom_kind()
     n_spatial = len(kinds) - len(kinds.lstrip("S"))
@@ -240,18 +267,26 @@ def _tile_reduction(sch, block_info, lanes: int, epilogue) -> bool:
     if any(e is None for e in extents):
         return False
     stmt = sch.get(block)
-    names = [iv.var.name for iv in stmt.iter_vars]
-    spatial = range(n_spatial)
-    vec = next((i for i in reversed(spatial) if extents[i] > 1), None)
+    names = [{iv.var.name} for iv in stmt.iter_vars]
+    vec = next((i for i in reversed(range(n_spatial)) if extents[i] > 1), None)
     if vec is None:
         return False
+    if (_pow2_divisor(extents[vec], lanes) < lanes and vec > 0 and extents[vec - 1] > 1
+            and _rows_are_contiguous(stmt, vec - 1, vec)):
+        fused = sch.fuse(loops[vec - 1], loops[vec])
+        loops = [*loops[:vec - 1], fused, *loops[vec + 1:]]
+        extents = [*extents[:vec - 1], extents[vec - 1] * extents[vec], *extents[vec + 1:]]
+        names = [*names[:vec - 1], names[vec - 1] | names[vec], *names[vec + 1:]]
+        n_spatial -= 1
+        vec -= 1
+    spatial = range(n_spatial)
     reads = [set().union(*(_names_in(r.min) for r in region.region)) for region in stmt.reads]
     # reuse axis: absent from the vector-loaded operand, so each loaded vector serves a whole tile column
-    vector_reads = [r for r in reads if names[vec] in r]
-    other_reads = [r for r in reads if names[vec] not in r]
+    vector_reads = [r for r in reads if names[vec] & r]
+    other_reads = [r for r in reads if not names[vec] & r]
     reuse = None
     for pool in (vector_reads, other_reads):
-        candidates = [i for i in spatial if i != vec and extents[i] > 1 and any(names[i] not in r for r in pool)]
+        candidates = [i for i in spatial if i != vec and extents[i] > 1 and any(not names[i] & r for r in pool)]
         if candidates:
             reuse = max(candidates, key=lambda i: (_pow2_divisor(extents[i], _ACCUMULATORS), extents[i]))
             break
