@@ -69,8 +69,9 @@ def _global(name: str):
 # F_TILE FMAs), the reduction loops run around that tile, then the fused epilogue (bias, relu, residual add)
 # runs on the tile while it is hot. Injective blocks are vectorized along their innermost axis.
 
-CPU_PIPELINE = "hw-latency-cpu-v1"
+CPU_PIPELINE = "hw-latency-cpu-v2"
 _ACCUMULATORS = 8  # vector registers of accumulators per tile: enough to hide FMA latency, few enough to spill none
+_MAX_UNROLLED_WINDOW = 7  # kernel windows up to 7 taps are unrolled into the tile (code size stays small)
 _PARALLEL_MIN_ELEMENTS = 4096  # below this a thread-pool launch costs more than it saves
 
 
@@ -315,7 +316,20 @@ def _tile_reduction(sch, block_info, lanes: int, epilogue) -> bool:
         else:
             outer.append(loops[i])
     reduction = list(loops[n_spatial:])
-    sch.reorder(*outer, *reduction, *tile, vec_inner)
+    # Depthwise-like tiles (the reuse axis is y): the tile's rows read overlapping input rows (y + ry); with
+    # the window loop unrolled next to them, LLVM loads each input row once per tile, not once per (row, ry).
+    tiled_names = names[reuse] if reuse is not None else set()
+    first = len(stmt.iter_vars) - len(reduction)
+    window = []
+    for j in range(len(reduction)):
+        name = stmt.iter_vars[first + j].var.name
+        shares_a_row = any(tiled_names & _names_in(r.min) and name in _names_in(r.min)
+                           for region in stmt.reads for r in region.region)
+        if shares_a_row and extents[n_spatial + j] <= _MAX_UNROLLED_WINDOW:
+            window.append(j)
+    window_loops = [reduction[j] for j in window]
+    reduction = [loop for j, loop in enumerate(reduction) if j not in window]
+    sch.reorder(*outer, *reduction, *window_loops, *tile, vec_inner)
     if epilogue:
         for consumer in epilogue[:-1]:
             sch.compute_inline(consumer)
@@ -327,11 +341,11 @@ def _tile_reduction(sch, block_info, lanes: int, epilogue) -> bool:
             for loop in tail[:-1]:
                 sch.unroll(loop)
     _parallel(sch, outer[:-1], _product(extents[:n_spatial]))
-    for loop in tile:
+    for loop in [*window_loops, *tile]:
         sch.unroll(loop)
     sch.vectorize(vec_inner)
-    if reduction:
-        sch.decompose_reduction(block, reduction[0])
+    if reduction or window_loops:
+        sch.decompose_reduction(block, [*reduction, *window_loops][0])
     return True
 
 
