@@ -8,7 +8,7 @@ onnxruntime. The schedules tile, vectorize and parallelize each kernel without t
 are checked by TVM, so a kernel they do not fit stays unscheduled (slow, never wrong).
 
 Compiling takes seconds, so compiled libraries are kept on disk, keyed by the model's content hash, the
-exact target and the TVM version: a model compiles once per machine. The cache lives in ``$LATENCY_TVM_CACHE``,
+exact target, the TVM version and the compile pipeline (``pipeline_name``): a model compiles once per machine. The cache lives in ``$LATENCY_TVM_CACHE``,
 else ``$XDG_CACHE_HOME/hw-latency/tvm`` or ``~/.cache/hw-latency/tvm``. Weights are baked into the library as
 constants; the content hash ignores weight values, which is right for timing (same shapes, same code).
 """
@@ -76,7 +76,7 @@ _PARALLEL_MIN_ELEMENTS = 4096  # below this a thread-pool launch costs more than
 
 
 def cpu_pipeline(target):
-    """TVM's CPU pipeline (legalize, fuse, lower) with ``schedule_cpu_kernels`` after fusion."""
+    """TVM's CPU pipeline (legalize, fuse, lower) with ``schedule_cpu_kernel`` applied to each fused kernel."""
     tvm = _tvm()
     from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
