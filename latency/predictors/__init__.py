@@ -15,9 +15,9 @@ def registry() -> dict[str, type[LatencyPredictor]]:
 
     classes: list[type[LatencyPredictor]] = [BayesCostPredictor, RidgeEnsemblePredictor, FlopsPredictor]
     try:
-        from latency.predictors.meta import HelpPredictor, MamlPredictor
+        from latency.predictors.meta import HelpPredictor, HybridPredictor, MamlPredictor
 
-        classes += [HelpPredictor, MamlPredictor]
+        classes += [HelpPredictor, MamlPredictor, HybridPredictor]
     except ImportError:
         pass
     return {c.name: c for c in classes}

@@ -283,3 +283,64 @@ class MamlPredictor(_GradientMetaLearner):
     """MAML without a hardware embedding: one learned initialisation, one inner step size."""
 
     name: ClassVar[str] = "maml"
+
+
+class HybridPredictor(LatencyPredictor):
+    """HELP blended with the Bayesian cost model: both adapted from the same references, predictions averaged
+    in log space (``help_weight`` on HELP); intervals are the cost model's, moved with the blend."""
+
+    name: ClassVar[str] = "hybrid"
+    has_intervals: ClassVar[bool] = True
+
+    def __init__(self, space: str, help_weight: float = 0.25, iterations: int = 1500, seed: int = 0):
+        super().__init__(space, seed)
+        self.help_weight = help_weight
+        self.iterations = iterations
+
+    def _parts(self) -> tuple[BayesCostPredictor, HelpPredictor]:
+        if getattr(self, "_models", None) is None:
+            bayes = BayesCostPredictor(self.space, seed=self.seed)
+            bayes.load_state(self.bayes_state_)
+            helper = HelpPredictor(self.space, iterations=self.iterations, seed=self.seed)
+            helper.load_state(self.help_state_)
+            self._models = (bayes, helper)
+        return self._models
+
+    def _fit(self, data: LatencyDataset) -> None:
+        bayes = BayesCostPredictor(self.space, seed=self.seed)
+        bayes.train_devices_ = self.train_devices_
+        bayes._fit(data)
+        helper = HelpPredictor(self.space, iterations=self.iterations, seed=self.seed)
+        helper.train_devices_ = self.train_devices_
+        helper._fit(data)
+        self.bayes_state_ = bayes.state()
+        self.help_state_ = helper.state()
+        self.reference_archs_ = list(bayes.reference_archs_)
+        self._models = (bayes, helper)
+
+    def _reference_order(self) -> list[str]:
+        return self.reference_archs_
+
+    def encode(self, archs) -> np.ndarray:
+        return np.asarray(list(archs), dtype=object)
+
+    def _adapt(self, x: np.ndarray, y: np.ndarray, archs: list[str]) -> Any:
+        for model in self._parts():
+            model.adapt(archs, y)
+        return True
+
+    def _blend(self, archs) -> tuple[np.ndarray, np.ndarray]:
+        bayes, helper = self._parts()
+        b = bayes.predict(archs)
+        if self.target_ is None:
+            return b, b
+        h = helper.predict(archs)
+        return b, np.exp((1 - self.help_weight) * np.log(b) + self.help_weight * np.log(h))
+
+    def _predict_encoded(self, x: np.ndarray) -> np.ndarray:
+        return self._blend(list(x))[1]
+
+    def predict_interval(self, archs, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+        b, blend = self._blend(archs)
+        lo, hi = self._parts()[0].predict_interval(archs, level)
+        return lo * blend / b, hi * blend / b
