@@ -310,6 +310,9 @@ def _compare_with_onnxruntime(
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    # The check is about the graph meaning what the module means, so onnxruntime runs it op by op: fused
+    # kernels (Conv+BN folding, ...) round differently and on deep nets drift past atol without any fault.
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
         session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         got = session.run(None, {input_name: x})
