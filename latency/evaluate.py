@@ -185,3 +185,22 @@ def scatter_png(results: list[DeviceResult], path: str | Path, title: str = "") 
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def score_on_device(model: LatencyPredictor, data: LatencyDataset, device: str, n_samples: int = 10,
+                    trim: float = 0.0, samples: Sequence[str] | None = None) -> tuple[Scores, list[str]]:
+    """Adapt a trained ``model`` to ``device`` from its own references (or ``samples``) measured in ``data``,
+    and score it on every other architecture of ``data`` measured there. Returns (scores, samples used)."""
+    truth = data.column(device)
+    samples = list(samples) if samples is not None else model.references(n_samples)
+    missing = [a for a in samples if not data.has(a) or np.isnan(truth[data.rows_of([a])[0]])]
+    if missing:
+        raise InputError(f"reference {missing[0]!r} is not measured on {device} in {data.source}")
+    rows = data.rows_of(samples)
+    adapted = model.adapted(samples, truth[rows])
+    rest = np.array([i for i in range(len(data)) if i not in set(rows) and not np.isnan(truth[i])])
+    archs = [data.archs[i] for i in rest]
+    lo = hi = None
+    if adapted.has_intervals:
+        lo, hi = adapted.predict_interval(archs)
+    return Scores.of(adapted.predict(archs), truth[rest], lo, hi, trim=trim), samples

@@ -87,7 +87,7 @@ def train(
     model.save(out, info={"command": command, "seed": seed, "data": str(data), "rows": rows,
                           "train_seconds": round(seconds, 2)})
     typer.echo(f"train: {predictor} on {space}, {len(model.train_devices_)} devices x "
-               f"{len(model.train_archs_)} archs in {seconds:.1f} s -> {out}")
+               f"{model.n_train_archs_} archs in {seconds:.1f} s -> {out}")
 
 
 def references(

@@ -16,17 +16,7 @@ import typer
 
 from latency.errors import InputError
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 BASELINES = ("ridge", "flops")
-
-
-def shipped_model_path(space: str, predictor: str = "bayes") -> Path:
-    """The pretrained MODEL file shipped for ``space`` (``<space>.pt`` is the default predictor)."""
-    name = f"{space}.pt" if predictor == "bayes" else f"{space}-{predictor}.pt"
-    path = MODELS_DIR / name
-    if not path.exists():
-        raise InputError(f"no shipped {predictor} model for space {space!r} ({path} is missing)")
-    return path
 
 
 def quickstart(
@@ -47,7 +37,7 @@ def quickstart(
     from latency.datasets import write_predictions
     from latency.evaluate import DeviceResult, Scores, scatter_png
     from latency.paths import cache_dir, default_db_path
-    from latency.predictors import load_model
+    from latency.pretrained import load_pretrained
     from latency.store import MeasurementStore
 
     if n < 3:
@@ -59,8 +49,8 @@ def quickstart(
     db_path = Path(db) if db is not None else default_db_path()
     out_dir = Path(out) if out is not None else cache_dir() / "quickstart"
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = load_model(shipped_model_path(space), space)
-    baselines = {name: load_model(shipped_model_path(space, name), space) for name in BASELINES}
+    model = load_pretrained(space)
+    baselines = {name: load_pretrained(space, name) for name in BASELINES}
     refs = model.references(samples)
     seed = int(time.time()) % 100_000 if seed is None else seed
     taken = set(refs)

@@ -9,6 +9,7 @@ Learned state lives in attributes ending in ``_``.
 from __future__ import annotations
 
 import copy
+import hashlib
 import platform
 import time
 from collections.abc import Sequence
@@ -60,7 +61,10 @@ class LatencyPredictor:
         torch.manual_seed(self.seed)
         t0 = time.perf_counter()
         self.train_devices_ = list(devices)
-        self.train_archs_ = list(data.archs)
+        # The training set is recorded by size and digest: model files stay small, and two models can still be
+        # told apart by what they saw.
+        self.n_train_archs_ = len(data.archs)
+        self.train_archs_sha256_ = hashlib.sha256("\n".join(data.archs).encode()).hexdigest()
         self._fit(data)
         self.fit_seconds_ = time.perf_counter() - t0
         self.target_ = None

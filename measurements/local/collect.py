@@ -5,7 +5,8 @@
 
 Architectures are rows of measurements/hw-nas-bench, so public latencies exist for every one of them:
 the 10 reference architectures of splits.json, then, drawn with a fixed seed, a large share of the query range
-(NB201 900..1899, FBNet 4000..4999) and the rest below it (the range a predictor may train on).
+(NB201 900..1899, FBNet 4000..4999) and the rest below it (the range a predictor may train on), then the
+10 references the shipped predictor (latency/models/<space>.pt) asks for.
 
 Every model is measured by the code behind ``latency profile`` (latency.commands.measure.profile_archs): each
 Measurement is stored in the SQLite store before the next model starts, and a rerun skips what is stored, so an
@@ -57,7 +58,13 @@ def choose_archs(space: str, n_total: int, seed: int = SEED) -> list[tuple[int, 
     picks = [int(i) for i in rng.choice(query_pool, size=min(n_query, len(query_pool)), replace=False)]
     picks += [int(i) for i in rng.choice(below_pool, size=min(n_other - len(picks), len(below_pool)),
                                          replace=False)]
-    return [(i, by_index[i]) for i in refs + picks]
+    chosen = refs + picks
+    # The shipped predictor's own references too, so it can be adapted from exactly what it asks for.
+    from latency.pretrained import load_pretrained
+
+    index_of = public_index(space)
+    extra = [index_of[a] for a in load_pretrained(space).references(10) if index_of.get(a) not in set(chosen)]
+    return [(i, by_index[i]) for i in chosen + extra]
 
 
 def _versions() -> dict[str, str]:
