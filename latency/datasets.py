@@ -217,31 +217,39 @@ def read_samples(path: str | Path, space: str) -> tuple[list[str], np.ndarray]:
 
 
 def read_archs(path: str | Path, space: str) -> list[str]:
-    """Architectures to predict or measure: a CSV with an ``arch`` column (or one arch per line, no header)."""
+    """The ``arch`` column of a CSV (other columns ignored), each arch validated and canonical.
+
+    Errors name the file and, for a bad arch, its row and line (and the space it belongs to, if another)."""
     path = Path(path)
     if not path.exists():
-        raise InputError(f"archs file {path} does not exist")
-    text = path.read_text()
-    if not text.strip():
-        raise InputError(f"archs file {path} is empty")
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a CSV file")
     get_space(space)
-    rows = list(csv.reader(text.splitlines()))
-    header = [h.strip() for h in rows[0]]
-    if "arch" in header:
-        col, body, first_line = header.index("arch"), rows[1:], 2
-    elif len(header) == 1:
-        col, body, first_line = 0, rows, 1
-    else:
-        raise InputError(f"archs file {path} has no 'arch' column (header: {', '.join(header)})")
-    archs = []
-    for line_no, row in enumerate(body, start=first_line):
-        if not row or not "".join(row).strip():
-            continue
-        if col >= len(row):
-            raise InputError(f"{path} line {line_no}: no value in the arch column")
-        archs.append(validate_arch(space, row[col], f"{path} line {line_no}"))
+    try:
+        # utf-8-sig: a spreadsheet's byte-order mark must not hide the 'arch' header
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            header = reader.fieldnames
+            if not header:
+                raise InputError(f"{path}: empty file (expected a CSV with an 'arch' column)")
+            names = [h.strip() for h in header]
+            if "arch" not in names:
+                raise InputError(f"{path}: no 'arch' column (columns: {', '.join(names)})")
+            reader.fieldnames = names
+            archs: list[str] = []
+            for row_no, row in enumerate(reader, start=1):
+                raw = (row.get("arch") or "").strip()
+                where = f"{path}: row {row_no} (line {reader.line_num})"
+                if not raw:
+                    raise InputError(f"{where}: empty arch")
+                archs.append(validate_arch(space, raw, where))
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a text CSV file") from None
+    except csv.Error as exc:
+        raise InputError(f"{path}: malformed CSV: {exc}") from None
     if not archs:
-        raise InputError(f"archs file {path} has no architectures")
+        raise InputError(f"{path}: no rows under the 'arch' column")
     return archs
 
 

@@ -228,11 +228,11 @@ def test_device_that_cannot_run_here_is_one_line(tmp_path):
 
 
 def test_archs_csv_from_a_spreadsheet_with_bom(tmp_path):
-    from latency.commands.measure import read_archs_csv
+    from latency.datasets import read_archs
 
     path = tmp_path / "bom.csv"
     path.write_text("arch,acc\n" + ARCHS[0] + " ,0.9\n", encoding="utf-8-sig")
-    assert read_archs_csv(path, "nb201") == [ARCHS[0]]
+    assert read_archs(path, "nb201") == [ARCHS[0]]
 
 
 def test_unknown_device_from_a_fresh_process_is_one_line(tmp_path, env):

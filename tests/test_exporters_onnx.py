@@ -23,13 +23,7 @@ FBNET_A = "-".join(["k3_e1", "k5_e6", "skip", "k3_e1_g2"] * 5 + ["k5_e3", "k5_e1
 FBNET_B = "-".join(["k5_e1_g2", "k3_e6", "k3_e3", "skip"] * 5 + ["skip", "k5_e6"])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # tiny 32x32 forward passes: extra threads only contend on the shared 2-core machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def ort_run(path: Path, x: np.ndarray) -> np.ndarray:

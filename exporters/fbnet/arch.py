@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from exporters.errors import ArchError
+from exporters.onehot import decode_one_hot, encode_one_hot
 
 BLOCKS: tuple[str, ...] = ("k3_e1", "k3_e1_g2", "k3_e3", "k3_e6", "k5_e1", "k5_e1_g2", "k5_e3", "k5_e6", "skip")
 NUM_LAYERS = 22
@@ -53,23 +54,9 @@ def sample(n: int, seed: int = 0) -> list[str]:
 
 def encode(archs: Iterable[str]) -> np.ndarray:
     """One-hot encoding, shape (n, 198): layer-major, blocks in ``BLOCKS`` order."""
-    rows = [parse(a) for a in archs]
-    out = np.zeros((len(rows), ENCODING_SIZE), dtype=np.float32)
-    for r, blocks in enumerate(rows):
-        for layer, block in enumerate(blocks):
-            out[r, layer * len(BLOCKS) + _BLOCK_INDEX[block]] = 1.0
-    return out
+    return encode_one_hot([parse(a) for a in archs], BLOCKS)
 
 
 def decode(encoding: np.ndarray) -> list[str]:
     """The arch strings of one-hot rows as ``encode`` makes them, shape (n, 198) or (198,)."""
-    rows = np.atleast_2d(np.asarray(encoding))
-    if rows.shape[1] != ENCODING_SIZE:
-        raise ArchError(f"fbnet encoding must have {ENCODING_SIZE} columns, got {rows.shape[1]}")
-    out = []
-    for r, row in enumerate(rows):
-        one_hot = row.reshape(NUM_LAYERS, len(BLOCKS))
-        if not np.all((one_hot == 0) | (one_hot == 1)) or not np.all(one_hot.sum(axis=1) == 1):
-            raise ArchError(f"fbnet encoding row {r} is not one-hot per layer")
-        out.append(to_string([BLOCKS[k] for k in one_hot.argmax(axis=1)]))
-    return out
+    return [to_string(picks) for picks in decode_one_hot(encoding, NUM_LAYERS, BLOCKS, "fbnet", "layer")]

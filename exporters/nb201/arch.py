@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 
 from exporters.errors import ArchError
+from exporters.onehot import decode_one_hot, encode_one_hot
 
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 NUM_NODES = 4
@@ -90,23 +91,9 @@ def sample(n: int, seed: int = 0) -> list[str]:
 
 def encode(archs: Iterable[str]) -> np.ndarray:
     """One-hot encoding, shape (n, 30): edge-major, ops in ``OPS`` order."""
-    rows = [parse(a) for a in archs]
-    out = np.zeros((len(rows), ENCODING_SIZE), dtype=np.float32)
-    for r, ops in enumerate(rows):
-        for e, op in enumerate(ops):
-            out[r, e * len(OPS) + _OP_INDEX[op]] = 1.0
-    return out
+    return encode_one_hot([parse(a) for a in archs], OPS)
 
 
 def decode(encoding: np.ndarray) -> list[str]:
     """The arch strings of one-hot rows as ``encode`` makes them, shape (n, 30) or (30,)."""
-    rows = np.atleast_2d(np.asarray(encoding))
-    if rows.shape[1] != ENCODING_SIZE:
-        raise ArchError(f"nb201 encoding must have {ENCODING_SIZE} columns, got {rows.shape[1]}")
-    out = []
-    for r, row in enumerate(rows):
-        one_hot = row.reshape(NUM_EDGES, len(OPS))
-        if not np.all((one_hot == 0) | (one_hot == 1)) or not np.all(one_hot.sum(axis=1) == 1):
-            raise ArchError(f"nb201 encoding row {r} is not one-hot per edge")
-        out.append(to_string([OPS[k] for k in one_hot.argmax(axis=1)]))
-    return out
+    return [to_string(picks) for picks in decode_one_hot(encoding, NUM_EDGES, OPS, "nb201", "edge")]

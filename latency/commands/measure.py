@@ -22,7 +22,7 @@ import typer
 
 from devices.base import DeviceError, DeviceSpecError
 from devices.measurement import MeasureConfig, Measurement
-from exporters.errors import ArchError
+from latency.datasets import read_archs
 from latency.errors import InputError
 from latency.paths import default_db_path, onnx_cache_dir
 from latency.store import MeasurementStore, StoredMeasurement
@@ -46,46 +46,6 @@ def _space(name: str) -> Any:
     from exporters.spaces import get_space
 
     return get_space(name)
-
-
-def read_archs_csv(path: str | Path, space: str) -> list[str]:
-    """The ``arch`` column of a CSV (other columns ignored), each arch validated and canonical.
-
-    Errors name the file and, for a bad arch, its row and line."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, not a CSV file")
-    validate = _space(space).validate
-    try:
-        # utf-8-sig: a spreadsheet's byte-order mark must not hide the 'arch' header
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            header = reader.fieldnames
-            if not header:
-                raise InputError(f"{path}: empty file (expected a CSV with an 'arch' column)")
-            names = [h.strip() for h in header]
-            if "arch" not in names:
-                raise InputError(f"{path}: no 'arch' column (columns: {', '.join(names)})")
-            reader.fieldnames = names
-            archs: list[str] = []
-            for row_no, row in enumerate(reader, start=1):
-                raw = (row.get("arch") or "").strip()
-                where = f"{path}: row {row_no} (line {reader.line_num})"
-                if not raw:
-                    raise InputError(f"{where}: empty arch")
-                try:
-                    archs.append(validate(raw))
-                except ArchError as exc:
-                    raise InputError(f"{where}: {exc}") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a text CSV file") from None
-    except csv.Error as exc:
-        raise InputError(f"{path}: malformed CSV: {exc}") from None
-    if not archs:
-        raise InputError(f"{path}: no rows under the 'arch' column")
-    return archs
 
 
 def get_available_device(spec: str) -> Device:
@@ -338,7 +298,7 @@ def profile(
         raise InputError("--archs needs --space (nb201 or fbnet)")
     config = _config(min_runs, max_runs, min_run_time_s, max_time_s, target_cv, warmup_runs)
     # Every input is checked before anything is measured, so a typo never costs a half-finished run.
-    archs = read_archs_csv(archs_csv, space) if archs_csv is not None else []
+    archs = read_archs(archs_csv, space) if archs_csv is not None else []
     model_path = None
     if onnx_file is not None:
         from exporters.onnx import load_onnx
