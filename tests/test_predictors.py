@@ -156,3 +156,27 @@ def test_bad_adaptation_input_is_rejected(bayes):
         bayes.adapted([], [])
     with pytest.raises(InputError):
         bayes.adapted(refs, [1.0])
+
+
+def test_gcn_graphs_follow_the_cell():
+    from latency.predictors.meta import GCN_NODES, GCN_TYPES, nb201_graphs
+
+    arch = "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_1x1~1|none~2|"
+    g = nb201_graphs([arch])[0]
+    adj = g[: GCN_NODES * GCN_NODES].reshape(GCN_NODES, GCN_NODES)
+    feat = g[GCN_NODES * GCN_NODES:].reshape(GCN_NODES, GCN_TYPES)
+    np.testing.assert_allclose(adj.sum(axis=1), 1.0)
+    assert feat.sum() == GCN_NODES and feat[0, 0] == 1 and feat[-1, -1] == 1
+    # edge 2 (node 2 <- node 1) reads the op node of edge 0, the only input of cell node 1
+    assert adj[1 + 2, 1 + 0] > 0 and adj[1 + 2, 0] == 0
+    # the output reads the three edges into cell node 3 (edges 3, 4, 5)
+    assert all(adj[-1, 1 + e] > 0 for e in (3, 4, 5)) and adj[-1, 1 + 0] == 0
+
+
+def test_help_with_gcn_encoder_runs(nb201, split):
+    model = make_predictor("help", "nb201", encoder="gcn", iterations=5, tasks_per_batch=2, hidden=32).fit(
+        nb201, devices=SOURCES[:3], rows=split[0])
+    pred = _adapt(model, nb201).predict(nb201.archs[:10])
+    assert pred.shape == (10,) and np.all(np.isfinite(pred))
+    with pytest.raises(InputError, match="GCN"):
+        make_predictor("help", "fbnet", encoder="gcn").encode(["x"])
