@@ -30,24 +30,9 @@ DEFAULT_DEVICES = ["ort-cpu:threads=1", "tvm-llvm:threads=1", "torch-cpu:threads
 
 
 def _model(arch: str, out_dir: Path):
-    """The NB201 network for ``arch``; a small conv net of similar cost if the space is not importable."""
-    try:
-        from exporters.onnx import export_arch
+    from exporters.onnx import export_arch
 
-        return export_arch("nb201", arch, out_dir), f"nb201 {arch}"
-    except ImportError as exc:
-        print(f"(nb201 space not importable: {exc}; using a stand-in conv net)", file=sys.stderr)
-    import torch
-    from torch import nn
-
-    from exporters.onnx import export_module
-
-    torch.manual_seed(0)
-    layers: list[nn.Module] = [nn.Conv2d(3, 16, 3, padding=1)]
-    for c_in, c_out, stride in [(16, 16, 1)] * 4 + [(16, 32, 2)] + [(32, 32, 1)] * 4 + [(32, 64, 2)] + [(64, 64, 1)] * 4:
-        layers += [nn.ReLU(), nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out)]
-    net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
-    return export_module(net, (1, 3, 32, 32), out_dir / "standin.onnx"), "stand-in conv net"
+    return export_arch("nb201", arch, out_dir), f"nb201 {arch}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,7 +56,7 @@ def write_archs(path: Path, archs: list[str], extra: bool = True) -> Path:
 
 def profile_args(archs_csv: Path, db: Path, out: Path, *extra: str) -> list[str]:
     return ["profile", "--space", "nb201", "--archs", str(archs_csv), "--device", "ort-cpu:threads=1",
-            "--db", str(db), "--out", str(out), *QUICK, *extra]
+            "--db", str(db), "--out", str(out), *QUICK, "--retries", "0", *extra]
 
 
 def check_profile(db: Path, out: Path) -> list[dict[str, str]]:
@@ -289,3 +289,35 @@ def test_export_picks_the_space_or_asks_for_it(tmp_path):
     rc, out, err = call_main([*args, "--space", "nb201", "--out", str(tmp_path / "x.csv")])
     assert rc == 0, err
     assert list(csv.reader((tmp_path / "x.csv").open()))[1][:2] == ["0", ARCHS[0]]
+
+
+def test_flagged_measurements_are_repeated_and_every_attempt_kept(tmp_path, onnx_cache):
+    from devices.measurement import MeasureConfig
+    from devices.spec import get_device
+    from latency.commands.measure import profile_archs
+
+    quick = dict(min_runs=3, max_runs=10, min_run_time_s=0.01, max_time_s=0.3, warmup_runs=1)
+    always_flagged = MeasureConfig(outlier_cv=0.0, **quick)  # any spread at all counts as disturbed
+    never_flagged = MeasureConfig(outlier_cv=10.0, outlier_frac=1.0, **quick)
+    device = get_device("ort-cpu:threads=1")
+    arch = ARCHS[0]
+    with MeasurementStore(tmp_path / "m.sqlite") as store:
+        summary = profile_archs("nb201", [arch], device, store, config=always_flagged, onnx_dir=onnx_cache,
+                                retries=2)
+        stored = store.measurements(device=device.spec, space="nb201", arch=arch)
+        assert len(stored) == 3 and all(s.outlier for s in stored) and summary.retried == 2
+        assert summary.rows[0].measurement_id == stored[-1].id
+        # resuming does not exceed 1 + retries attempts, and a larger budget measures the remainder
+        again = profile_archs("nb201", [arch], device, store, config=always_flagged, onnx_dir=onnx_cache,
+                              retries=2, skip_measured=True)
+        assert again.measured == 0 and len(store.measurements(device=device.spec)) == 3
+        profile_archs("nb201", [arch], device, store, config=always_flagged, onnx_dir=onnx_cache, retries=3,
+                      skip_measured=True)
+        assert len(store.measurements(device=device.spec)) == 4
+        # a clean measurement ends the retries at once and is what a resumed run reuses
+        clean = profile_archs("nb201", [arch], device, store, config=never_flagged, onnx_dir=onnx_cache,
+                              retries=5)
+        assert clean.retried == 0 and len(store.measurements(device=device.spec)) == 5
+        reused = profile_archs("nb201", [arch], device, store, config=always_flagged, onnx_dir=onnx_cache,
+                               retries=5, skip_measured=True)
+        assert reused.rows[0].source == "stored" and reused.rows[0].measurement_id == clean.rows[0].measurement_id

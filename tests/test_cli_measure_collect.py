@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from latency.pretrained import load_pretrained
 from latency.store import MeasurementStore, public_index
 
 COLLECT = Path(__file__).resolve().parent.parent / "measurements" / "local" / "collect.py"
@@ -27,8 +28,14 @@ def collect():
     ("fbnet", 200, range(4000, 5000), [3328, 3790, 3313, 890, 3052, 2538, 1640, 2514, 457, 2100]),
 ])
 def test_choose_archs_follows_the_plan(collect, space, n, query, refs):
-    picks = collect.choose_archs(space, n)
-    assert len(picks) == n and len({a for _, a in picks}) == n
+    picks = full = collect.choose_archs(space, n)
+    # the plan's n archs, then the shipped predictor's own references that the plan did not draw
+    shipped_refs = load_pretrained(space).references(10)
+    extra = picks[n:]
+    assert [a for _, a in extra] == [a for a in shipped_refs if a not in {b for _, b in picks[:n]}]
+    assert {a for _, a in picks} >= set(shipped_refs)
+    assert len({a for _, a in picks}) == len(picks)
+    picks = picks[:n]
     assert [i for i, _ in picks[:10]] == refs
     index = public_index(space)
     assert all(index[a] == i for i, a in picks)  # every arch has public latencies
@@ -36,14 +43,14 @@ def test_choose_archs_follows_the_plan(collect, space, n, query, refs):
     in_query = sum(i in query for i in others)
     assert in_query == round((n - 10) * 2 / 3)
     assert all(i < query.start for i in others if i not in query)
-    assert collect.choose_archs(space, n) == picks  # fixed seed
-    assert collect.choose_archs(space, n, seed=1) != picks
+    assert collect.choose_archs(space, n) == full  # fixed seed
+    assert collect.choose_archs(space, n, seed=1) != full
 
 
 def test_one_arch_campaign_writes_dataset_splits_and_readme(collect, tmp_path):
     out = tmp_path / "local"
     rc = collect.main(["--limit", "1", "--spaces", "nb201", "--devices", "ort-cpu:threads=1",
-                       "--out-dir", str(out), "--onnx-cache", str(tmp_path / "onnx")])
+                       "--out-dir", str(out), "--onnx-cache", str(tmp_path / "onnx"), "--retries", "0"])
     assert rc == 0
     header, row = list(csv.reader((out / "nb201.csv").open()))
     assert header == ["index", "arch", "ort-cpu:threads=1"]
@@ -58,6 +65,6 @@ def test_one_arch_campaign_writes_dataset_splits_and_readme(collect, tmp_path):
         assert float(row[2]) == m.median_ms
     # a rerun resumes: nothing new is measured
     assert collect.main(["--limit", "1", "--spaces", "nb201", "--devices", "ort-cpu:threads=1",
-                         "--out-dir", str(out), "--onnx-cache", str(tmp_path / "onnx")]) == 0
+                         "--out-dir", str(out), "--onnx-cache", str(tmp_path / "onnx"), "--retries", "0"]) == 0
     with MeasurementStore(out / "measurements.sqlite", create=False) as store:
         assert len(store.measurements()) == 1

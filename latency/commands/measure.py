@@ -103,6 +103,7 @@ class ProfileSummary:
     device: str
     rows: list[ProfileRow] = field(default_factory=list)
     wall_s: float = 0.0
+    retried: int = 0  # measurements repeated because they came out flagged
 
     @property
     def measured(self) -> int:
@@ -160,6 +161,10 @@ def measure_one(device: Device, model: OnnxModel, config: MeasureConfig) -> Meas
     return measurement
 
 
+# How many times a measurement flagged as an outlier is repeated before its row keeps the noisy one.
+DEFAULT_RETRIES = 2
+
+
 def profile_archs(
     space: str,
     archs: Sequence[str],
@@ -171,11 +176,15 @@ def profile_archs(
     skip_measured: bool = False,
     onnx_dir: str | Path | None = None,
     on_row: Callable[[ProfileRow], None] | None = None,
+    retries: int = 0,
 ) -> ProfileSummary:
     """Export (cached), measure and store each arch in turn; each Measurement is stored before the next starts.
 
-    With ``skip_measured`` an arch already measured on this device is not measured again: its latest
-    non-outlier stored measurement fills its row."""
+    A measurement flagged as an outlier (too noisy: something else ran) is repeated up to ``retries`` more
+    times; every attempt is stored and the row takes the first one that is not flagged (else the last).
+    With ``skip_measured`` an arch already measured on this device is not measured again unless all its
+    stored attempts are flagged and fewer than ``1 + retries``; its latest non-outlier stored measurement
+    fills its row."""
     from exporters.onnx import export_arch
 
     config = config or MeasureConfig()
@@ -184,13 +193,19 @@ def profile_archs(
     start = time.perf_counter()
     for arch in archs:
         found = store.measurements(device=device.spec, space=space, arch=arch) if skip_measured else []
-        if found:
+        attempts_left = 1 + max(0, retries) - len(found)
+        if found and (any(not s.outlier for s in found) or attempts_left <= 0):
             kept = _latest_usable(found)
             row = ProfileRow(arch, kept.measurement, "stored", kept.id)
         else:
             model = export_arch(space, arch, cache)
-            measurement = measure_one(device, model, config)
-            mid = store.add_measurement(measurement, _store_name(model, space, arch))
+            while True:
+                measurement = measure_one(device, model, config)
+                mid = store.add_measurement(measurement, _store_name(model, space, arch))
+                attempts_left -= 1
+                if not measurement.outlier or attempts_left <= 0:
+                    break
+                summary.retried += 1
             row = ProfileRow(arch, measurement, "measured", mid)
         summary.rows.append(row)
         if out is not None:
@@ -290,6 +305,9 @@ def profile(
     target_cv: Annotated[float | None, typer.Option("--target-cv", min=0.0,
                                                     help="Stop early once block CV is below this.")] = None,
     warmup_runs: Annotated[int | None, typer.Option("--warmup-runs", min=0, help="Untimed runs first.")] = None,
+    retries: Annotated[int, typer.Option("--retries", min=0, help="Repeat a measurement flagged as an outlier "
+                                                                 "up to this many times (every attempt is stored)."
+                                         )] = DEFAULT_RETRIES,
 ) -> None:
     """Measure each architecture (or one ONNX file) on a device, store every measurement, write a CSV."""
     if (archs_csv is None) == (onnx_file is None):
@@ -315,13 +333,14 @@ def profile(
             else:
                 with _progress(len(archs), f"{space} on {device.spec}") as advance:
                     summary = profile_archs(space, archs, device, store, config=config, out=writer,
-                                            skip_measured=skip_measured, onnx_dir=onnx_cache, on_row=advance)
+                                            skip_measured=skip_measured, onnx_dir=onnx_cache, on_row=advance,
+                                            retries=retries)
         finally:
             writer.close()
     meds = sorted(r.measurement.median_ms for r in summary.rows)
     typer.echo(
         f"profile: device={device.spec} models={len(summary.rows)} measured={summary.measured} "
-        f"reused={summary.reused} outliers={summary.outliers} median_ms={meds[len(meds) // 2]:.4f} "
+        f"reused={summary.reused} retried={summary.retried} outliers={summary.outliers} median_ms={meds[len(meds) // 2]:.4f} "
         f"wall_s={summary.wall_s:.1f} out={out} db={db_path}"
     )
 

@@ -33,7 +33,7 @@ def quickstart(
     from rich.table import Table
 
     from exporters.spaces import get_space
-    from latency.commands.measure import _progress, get_available_device, profile_archs
+    from latency.commands.measure import DEFAULT_RETRIES, _progress, get_available_device, profile_archs
     from latency.datasets import write_predictions
     from latency.evaluate import DeviceResult, Scores, scatter_png
     from latency.paths import cache_dir, default_db_path
@@ -60,7 +60,7 @@ def quickstart(
 
     with MeasurementStore(db_path) as store:
         with _progress(len(refs), "measuring references") as advance:
-            ref_rows = profile_archs(space, refs, dev, store, on_row=advance).rows
+            ref_rows = profile_archs(space, refs, dev, store, on_row=advance, retries=DEFAULT_RETRIES).rows
         ref_ms = np.array([r.measurement.median_ms for r in ref_rows])
         typer.echo(f"quickstart: measured {len(refs)} references in {time.perf_counter() - t_start:.0f} s")
         t0 = time.perf_counter()
@@ -73,7 +73,8 @@ def quickstart(
         write_predictions(out_dir / "predicted.csv", fresh, predictions["bayes"], lo, hi)
         t1 = time.perf_counter()
         with _progress(len(fresh), "measuring fresh archs") as advance:
-            fresh_rows = profile_archs(space, fresh, dev, store, on_row=advance).rows
+            fresh_rows = profile_archs(space, fresh, dev, store, on_row=advance,
+                                      retries=DEFAULT_RETRIES).rows
         typer.echo(f"quickstart: measured {len(fresh)} fresh archs in {time.perf_counter() - t1:.0f} s")
     truth = np.array([r.measurement.median_ms for r in fresh_rows])
     write_predictions(out_dir / "measured.csv", fresh, truth)

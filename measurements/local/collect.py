@@ -101,7 +101,7 @@ def _progress_console():
 
 
 def run_campaign(out_dir: Path, db_path: Path, device_specs: list[str], spaces: list[str], limit: int | None,
-                 seed: int, onnx_dir: Path | None) -> dict[str, Any]:
+                 seed: int, onnx_dir: Path | None, retries: int = 2) -> dict[str, Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from devices.measurement import MeasureConfig
@@ -134,7 +134,7 @@ def run_campaign(out_dir: Path, db_path: Path, device_specs: list[str], spaces: 
                         progress.update(task, advance=1, last=f"{row.measurement.median_ms:.3f} ms {row.source}")
 
                     summary = profile_archs(space, archs, device, store, config=config, skip_measured=True,
-                                            onnx_dir=cache, on_row=advance)
+                                            onnx_dir=cache, on_row=advance, retries=retries)
                     per_device_wall[(space, device.spec)] = summary.wall_s
                     per_device_measured[(space, device.spec)] = summary.measured
         finished = time.time()
@@ -154,14 +154,15 @@ def run_campaign(out_dir: Path, db_path: Path, device_specs: list[str], spaces: 
         "stats": stats, "environment": environment, "descriptors": descriptors, "config": config.to_dict(),
         "per_device_wall": {f"{s} {d}": round(w, 1) for (s, d), w in per_device_wall.items()},
         "per_device_measured": {f"{s} {d}": n for (s, d), n in per_device_measured.items()},
-        "seed": seed, "limit": limit, "db": str(db_path), "argv": " ".join(sys.argv),
+        "seed": seed, "limit": limit, "db": str(db_path), "argv": " ".join(sys.argv), "retries": retries,
     }
     _write_readme(out_dir / "README.md", facts)
     return facts
 
 
 def _store_stats(store, spaces, chosen, specs) -> dict[str, dict[str, Any]]:
-    """Per (space, device): measurements, outlier share and median CV of the chosen archs."""
+    """Per (space, device): attempts stored, archs left with only flagged attempts, median CV of the attempts
+    the CSV uses (the non-outlier ones), and the first and last timestamps."""
     out: dict[str, dict[str, Any]] = {}
     for space in spaces:
         wanted = {a for _, a in chosen[space]}
@@ -169,11 +170,19 @@ def _store_stats(store, spaces, chosen, specs) -> dict[str, dict[str, Any]]:
             rows = [s for s in store.measurements(device=spec, space=space) if s.arch in wanted]
             if not rows:
                 continue
+            by_arch: dict[str, list] = {}
+            for r in rows:
+                by_arch.setdefault(r.arch, []).append(r)
+            used = [r for found in by_arch.values() for r in ([x for x in found if not x.outlier] or found)]
             out[f"{space} {spec}"] = {
+                "archs": len(by_arch),
                 "measurements": len(rows),
                 "outliers": sum(s.outlier for s in rows),
-                "median_cv": statistics.median(s.measurement.cv for s in rows),
+                "all_flagged": sum(all(x.outlier for x in found) for found in by_arch.values()),
+                "median_cv": statistics.median(s.measurement.cv for s in used),
                 "median_wall_s": statistics.median(s.measurement.wall_s for s in rows),
+                "first": min(s.measurement.timestamp for s in rows),
+                "last": max(s.measurement.timestamp for s in rows),
             }
     return out
 
@@ -215,17 +224,20 @@ def _write_readme(path: Path, facts: dict[str, Any]) -> None:
         desc = json.dumps(facts["descriptors"].get(spec, {}), sort_keys=True)
         device_lines.append(f"- `{column}` (spec `{spec}`): {desc}")
     stat_lines = [
-        f"- {key}: {v['measurements']} measurements, {v['outliers']} flagged outliers, median CV "
-        f"{v['median_cv']:.3f}, median {v['median_wall_s']:.2f} s timing per measurement, "
-        f"{facts['per_device_wall'].get(key, 0.0):.0f} s for the whole pass (export, compile, timing; "
-        "0 when resumed from the store)"
+        f"- {key}: {v['archs']} archs, {v['measurements']} measurements of which {v['outliers']} flagged as "
+        f"outliers; {v['all_flagged']} archs kept only flagged "
+        f"attempts; median CV of the measurements used {v['median_cv']:.3f}; median {v['median_wall_s']:.2f} s "
+        f"per measurement; measured {when(v['first'])} to {when(v['last'])}"
         for key, v in facts["stats"].items()
     ]
+    stamps = [v[k] for v in facts["stats"].values() for k in ("first", "last")] or [facts["started"],
+                                                                                  facts["finished"]]
+    first, last = min(stamps), max(stamps)
     env_lines = [f"- `{spec}`: {json.dumps(env, sort_keys=True)}" for spec, env in facts["environment"].items()]
     values = {
-        "started": when(facts["started"]),
-        "finished": when(facts["finished"]),
-        "hours": f"{(facts['finished'] - facts['started']) / 3600:.2f}",
+        "started": when(first),
+        "finished": when(last),
+        "retries": str(1 + facts["retries"]),
         "cpu": _cpu_model(),
         "cores": str(os.cpu_count()),
         "os": f"{platform.system()} {platform.release()}",
@@ -239,10 +251,17 @@ def _write_readme(path: Path, facts: dict[str, Any]) -> None:
         "seed": str(facts["seed"]),
         "limit": "none (full campaign)" if facts["limit"] is None else f"{facts['limit']} archs per space (trial)",
         "argv": facts["argv"],
-        "db": facts["db"],
+        "db": _relative(facts["db"], path.parent),
     }
     template = Template((HERE / "README.template.md").read_text())
     path.write_text(template.substitute(values))
+
+
+def _relative(target: str, base: Path) -> str:
+    try:
+        return os.path.relpath(target, base)
+    except ValueError:
+        return target
 
 
 def estimate_full_hours(facts: dict[str, Any]) -> float | None:
@@ -269,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--onnx-cache", type=Path, default=None, help="folder of exported ONNX files")
     parser.add_argument("--list", action="store_true", help="print the chosen archs (index,arch) and stop")
+    parser.add_argument("--retries", type=int, default=2,
+                        help="measure an arch again while all its stored attempts are flagged, up to 1 + N attempts")
     args = parser.parse_args(argv)
 
     from latency.commands.measure import split_device_list
@@ -287,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     db_path = args.db if args.db is not None else args.out_dir / "measurements.sqlite"
     try:
         facts = run_campaign(args.out_dir, db_path, split_device_list(args.devices), spaces, args.limit,
-                             args.seed, args.onnx_cache)
+                             args.seed, args.onnx_cache, args.retries)
     except Exception as exc:
         if not is_user_error(exc):
             raise
