@@ -187,7 +187,7 @@ def read_samples(path: str | Path, space: str) -> tuple[list[str], np.ndarray]:
     path = Path(path)
     if not path.exists():
         raise InputError(f"samples file {path} does not exist")
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # a spreadsheet's BOM must not hide the header
         reader = csv.DictReader(fh)
         fields = [f.strip() for f in (reader.fieldnames or [])]
         if not fields:

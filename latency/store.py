@@ -360,8 +360,9 @@ class MeasurementStore:
         return [r[0] for r in rows]
 
     def measurements(self, device: str | None = None, space: str | None = None, arch: str | None = None,
-                     model_hash: str | None = None) -> list[StoredMeasurement]:
-        """Stored measurements matching every filter given, oldest first.
+                     model_hash: str | None = None, since: float | None = None) -> list[StoredMeasurement]:
+        """Stored measurements matching every filter given (``since``: taken at or after this Unix time),
+        oldest first.
 
         A row's space and arch are the name it matched under when ``space`` is given, else the model's first
         name (None for a bare ONNX file)."""
@@ -374,6 +375,9 @@ class MeasurementStore:
         if model_hash is not None:
             where.append("m.model_hash = ?")
             args.append(model_hash)
+        if since is not None:
+            where.append("m.timestamp >= ?")
+            args.append(float(since))
         name_cols = "mo.space AS space, mo.arch AS arch"
         name_args: list[Any] = []
         if space is not None:
@@ -400,8 +404,10 @@ class MeasurementStore:
             return None
         return robust_latency([s.median_ms for s in found], [s.outlier for s in found])
 
-    def latency_table(self, space: str, devices: Iterable[str] | None = None) -> dict[str, dict[str, float]]:
-        """{arch: {device spec: ms}} for every arch of ``space`` measured on any of ``devices`` (default: all).
+    def latency_table(self, space: str, devices: Iterable[str] | None = None,
+                      since: float | None = None) -> dict[str, dict[str, float]]:
+        """{arch: {device spec: ms}} for every arch of ``space`` measured on any of ``devices`` (default: all),
+        counting only measurements taken at or after ``since`` (Unix time) when given.
 
         Each value is the median over that arch's stored non-outlier measurements on that device, or over all of
         them when every one is an outlier."""
@@ -409,6 +415,9 @@ class MeasurementStore:
                  FROM measurements m JOIN devices d ON d.id = m.device_id JOIN model_names n ON n.hash = m.model_hash
                  WHERE n.space = ?"""
         args: list[Any] = [space]
+        if since is not None:
+            sql += " AND m.timestamp >= ?"
+            args.append(float(since))
         if devices is not None:
             specs = list(devices)
             sql += f" AND d.spec IN ({','.join('?' * len(specs))})"
@@ -424,7 +433,7 @@ class MeasurementStore:
 
     def export_csv(self, path: str | Path, space: str, devices: Sequence[str],
                    columns: Sequence[str] | None = None, *, archs: Iterable[str] | None = None,
-                   public_data_dir: str | Path | None = None) -> int:
+                   public_data_dir: str | Path | None = None, since: float | None = None) -> int:
         """Write ``index,arch,<column per device>`` (ms) for every arch of ``space`` measured on any device
         (only those among ``archs``, when given).
 
@@ -438,7 +447,7 @@ class MeasurementStore:
         cols = list(columns) if columns is not None else [_column_name(d) for d in devices]
         if len(cols) != len(devices):
             raise InputError(f"export got {len(devices)} devices but {len(cols)} column names")
-        table = self.latency_table(space, devices)
+        table = self.latency_table(space, devices, since=since)
         if archs is not None:
             wanted = set(archs)
             table = {a: v for a, v in table.items() if a in wanted}

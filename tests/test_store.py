@@ -205,3 +205,19 @@ def test_public_index_is_read_once(tmp_path):
     assert public_index("nb201") is first
     assert public_index("no-such-space") == {}
     assert public_dataset_dir().name == "hw-nas-bench"
+
+
+def test_since_counts_only_a_fresh_pass_and_keeps_the_old_one(store, tmp_path):
+    spec = "ort-cpu:opt=all;threads=1"
+    store.add_measurement(measurement([5.0, 5.1, 4.9], timestamp=1000.0, model_hash="a"), model("nb201", NB201_ROW0, "a"))
+    store.add_measurement(measurement([2.0, 2.1, 1.9], timestamp=2000.0, model_hash="a"), model("nb201", NB201_ROW0, "a"))
+    assert len(store.measurements(device=spec)) == 2
+    (fresh,) = store.measurements(device=spec, space="nb201", arch=NB201_ROW0, since=1500.0)
+    assert fresh.median_ms == pytest.approx(2.0)
+    assert store.latency_table("nb201", since=1500.0)[NB201_ROW0][spec] == pytest.approx(2.0)
+    assert store.latency_table("nb201")[NB201_ROW0][spec] == pytest.approx(3.5)  # both passes
+    assert store.latency_table("nb201", since=2500.0) == {}
+    out = tmp_path / "nb201.csv"
+    store.export_csv(out, "nb201", [spec], since=1500.0)
+    (_, row) = list(csv.reader(out.open()))
+    assert float(row[2]) == pytest.approx(2.0)

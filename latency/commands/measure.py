@@ -177,6 +177,7 @@ def profile_archs(
     onnx_dir: str | Path | None = None,
     on_row: Callable[[ProfileRow], None] | None = None,
     retries: int = 0,
+    since: float | None = None,
 ) -> ProfileSummary:
     """Export (cached), measure and store each arch in turn; each Measurement is stored before the next starts.
 
@@ -184,7 +185,8 @@ def profile_archs(
     times; every attempt is stored and the row takes the first one that is not flagged (else the last).
     With ``skip_measured`` an arch already measured on this device is not measured again unless all its
     stored attempts are flagged and fewer than ``1 + retries``; its latest non-outlier stored measurement
-    fills its row."""
+    fills its row. ``since`` (Unix time) makes older stored measurements not count: a fresh pass that can still
+    resume."""
     from exporters.onnx import export_arch
 
     config = config or MeasureConfig()
@@ -192,7 +194,7 @@ def profile_archs(
     summary = ProfileSummary(device=device.spec)
     start = time.perf_counter()
     for arch in archs:
-        found = store.measurements(device=device.spec, space=space, arch=arch) if skip_measured else []
+        found = store.measurements(device=device.spec, space=space, arch=arch, since=since) if skip_measured else []
         attempts_left = 1 + max(0, retries) - len(found)
         if found and (any(not s.outlier for s in found) or attempts_left <= 0):
             kept = _latest_usable(found)

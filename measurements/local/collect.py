@@ -101,7 +101,7 @@ def _progress_console():
 
 
 def run_campaign(out_dir: Path, db_path: Path, device_specs: list[str], spaces: list[str], limit: int | None,
-                 seed: int, onnx_dir: Path | None, retries: int = 2) -> dict[str, Any]:
+                 seed: int, onnx_dir: Path | None, retries: int = 2, since: float | None = None) -> dict[str, Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from devices.measurement import MeasureConfig
@@ -134,7 +134,7 @@ def run_campaign(out_dir: Path, db_path: Path, device_specs: list[str], spaces: 
                         progress.update(task, advance=1, last=f"{row.measurement.median_ms:.3f} ms {row.source}")
 
                     summary = profile_archs(space, archs, device, store, config=config, skip_measured=True,
-                                            onnx_dir=cache, on_row=advance, retries=retries)
+                                            onnx_dir=cache, on_row=advance, retries=retries, since=since)
                     per_device_wall[(space, device.spec)] = summary.wall_s
                     per_device_measured[(space, device.spec)] = summary.measured
         finished = time.time()
@@ -144,8 +144,9 @@ def run_campaign(out_dir: Path, db_path: Path, device_specs: list[str], spaces: 
         counts = {}
         for space in spaces:
             counts[space] = store.export_csv(out_dir / f"{space}.csv", space, specs, columns,
-                                             archs=[a for _, a in chosen[space]])
-        stats = _store_stats(store, spaces, chosen, specs)
+                                             archs=[a for _, a in chosen[space]], since=since)
+        stats = _store_stats(store, spaces, chosen, specs, since)
+        older = len([m for m in store.measurements() if since is not None and m.measurement.timestamp < since])
         environment = _first_environment(store, specs)
         descriptors = {d.spec: d.descriptor for d in store.devices() if d.spec in specs}
     _write_splits(out_dir / "splits.json", chosen, columns, seed)
@@ -155,19 +156,20 @@ def run_campaign(out_dir: Path, db_path: Path, device_specs: list[str], spaces: 
         "per_device_wall": {f"{s} {d}": round(w, 1) for (s, d), w in per_device_wall.items()},
         "per_device_measured": {f"{s} {d}": n for (s, d), n in per_device_measured.items()},
         "seed": seed, "limit": limit, "db": str(db_path), "argv": " ".join(sys.argv), "retries": retries,
+        "since": since, "older": older,
     }
     _write_readme(out_dir / "README.md", facts)
     return facts
 
 
-def _store_stats(store, spaces, chosen, specs) -> dict[str, dict[str, Any]]:
+def _store_stats(store, spaces, chosen, specs, since=None) -> dict[str, dict[str, Any]]:
     """Per (space, device): attempts stored, archs left with only flagged attempts, median CV of the attempts
     the CSV uses (the non-outlier ones), and the first and last timestamps."""
     out: dict[str, dict[str, Any]] = {}
     for space in spaces:
         wanted = {a for _, a in chosen[space]}
         for spec in specs:
-            rows = [s for s in store.measurements(device=spec, space=space) if s.arch in wanted]
+            rows = [s for s in store.measurements(device=spec, space=space, since=since) if s.arch in wanted]
             if not rows:
                 continue
             by_arch: dict[str, list] = {}
@@ -238,6 +240,9 @@ def _write_readme(path: Path, facts: dict[str, Any]) -> None:
         "started": when(first),
         "finished": when(last),
         "retries": str(1 + facts["retries"]),
+        "pass": ("every stored measurement counts" if facts["since"] is None else
+                 f"only measurements taken since {when(facts['since'])} count (a fresh pass); "
+                 f"{facts['older']} older measurements stay in the store but are not used"),
         "cpu": _cpu_model(),
         "cores": str(os.cpu_count()),
         "os": f"{platform.system()} {platform.release()}",
@@ -255,6 +260,18 @@ def _write_readme(path: Path, facts: dict[str, Any]) -> None:
     }
     template = Template((HERE / "README.template.md").read_text())
     path.write_text(template.substitute(values))
+
+
+def _parse_since(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise SystemExit(f"error: --since {text!r} is not an ISO time such as 2026-11-24T12:45") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return moment.timestamp()
 
 
 def _relative(target: str, base: Path) -> str:
@@ -288,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--onnx-cache", type=Path, default=None, help="folder of exported ONNX files")
     parser.add_argument("--list", action="store_true", help="print the chosen archs (index,arch) and stop")
+    parser.add_argument("--since", default=None,
+                        help="a fresh pass: only measurements taken at or after this UTC time (ISO, e.g. "
+                             "2026-11-24T12:45) count, for resuming and for the CSVs; older ones stay in the store")
     parser.add_argument("--retries", type=int, default=2,
                         help="measure an arch again while all its stored attempts are flagged, up to 1 + N attempts")
     args = parser.parse_args(argv)
@@ -308,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     db_path = args.db if args.db is not None else args.out_dir / "measurements.sqlite"
     try:
         facts = run_campaign(args.out_dir, db_path, split_device_list(args.devices), spaces, args.limit,
-                             args.seed, args.onnx_cache, args.retries)
+                             args.seed, args.onnx_cache, args.retries, _parse_since(args.since))
     except Exception as exc:
         if not is_user_error(exc):
             raise
