@@ -180,3 +180,15 @@ def test_help_with_gcn_encoder_runs(nb201, split):
     assert pred.shape == (10,) and np.all(np.isfinite(pred))
     with pytest.raises(InputError, match="GCN"):
         make_predictor("help", "fbnet", encoder="gcn").encode(["x"])
+
+
+def test_hybrid_from_fitted_parts_equals_a_hybrid_fit(nb201, split, bayes):
+    from latency.predictors.meta import HybridPredictor
+
+    helper = make_predictor("help", "nb201", iterations=30).fit(nb201, devices=SOURCES, rows=split[0])
+    _adapt(helper, nb201)  # parts used (adapted) elsewhere first must not leak their target into the blend
+    whole = make_predictor("hybrid", "nb201", iterations=30).fit(nb201, devices=SOURCES, rows=split[0])
+    parts = HybridPredictor.from_parts(bayes, helper)
+    archs, _ = _query(nb201, split, 100)
+    np.testing.assert_allclose(_adapt(parts, nb201).predict(archs), _adapt(whole, nb201).predict(archs), rtol=1e-5)
+    assert parts.references(10) == whole.references(10)

@@ -17,6 +17,7 @@ Encoders: an MLP over the one-hot encoding (both spaces) or, for NB201, a GCN ov
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, ClassVar
 
@@ -317,6 +318,25 @@ class HybridPredictor(LatencyPredictor):
         self.help_state_ = helper.state()
         self.reference_archs_ = list(bayes.reference_archs_)
         self._models = (bayes, helper)
+
+    @classmethod
+    def from_parts(cls, bayes: BayesCostPredictor, helper: HelpPredictor, help_weight: float = 0.25
+                   ) -> HybridPredictor:
+        """The blend of an already fitted cost model and HELP model (same space, devices and training rows), as
+        ``fit`` would have produced it: the evaluation fits each part once per fold and reuses both here."""
+        if bayes.space != helper.space or bayes.train_devices_ != helper.train_devices_:
+            raise InputError("hybrid parts must be fitted on the same space and devices")
+        model = cls(bayes.space, help_weight=help_weight, iterations=helper.iterations, seed=helper.seed)
+        bayes, helper = copy.deepcopy(bayes), copy.deepcopy(helper)
+        bayes.target_ = helper.target_ = None
+        for key in ("train_devices_", "n_train_archs_", "train_archs_sha256_"):
+            setattr(model, key, getattr(bayes, key))
+        model.fit_seconds_ = bayes.fit_seconds_ + helper.fit_seconds_
+        model.bayes_state_, model.help_state_ = bayes.state(), helper.state()
+        model.reference_archs_ = list(bayes.reference_archs_)
+        model._models = (bayes, helper)
+        model.target_ = None
+        return model
 
     def _reference_order(self) -> list[str]:
         return self.reference_archs_
