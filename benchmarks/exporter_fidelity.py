@@ -5,10 +5,10 @@ of fbnet.csv) with a fixed seed, exports each with ``exporters.onnx.export_arch`
 on the CPU (1 intra-op thread, all graph optimisations), and prints Spearman's rho between our latencies and
 the HW-NAS-Bench columns. A wrong cell wiring or block shows up as a clear drop.
 
-Timing: ``devices.spec.get_device("ort-cpu:threads=1").measure`` when that module exists, else a local
-loop; the output says which. Either way the models are interleaved (round-robin rounds) so a burst of load
-from elsewhere on the shared machine hits all models alike rather than a few of them; a model's latency
-is the median over its rounds (device) or over all its runs (local loop).
+Timing: ``devices.spec.get_device("ort-cpu:threads=1").measure`` (``--timer local``: a bare onnxruntime
+loop, as a cross-check of the measuring method); the output says which. Either way the models are interleaved
+(round-robin rounds) so a burst of load from elsewhere on the shared machine hits all models alike rather than
+a few of them; a model's latency is the median over its rounds (device) or over all its runs (local loop).
 
     python benchmarks/exporter_fidelity.py [--rounds 6] [--runs-per-round 5] [--cache DIR]
 """
@@ -96,17 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cache", type=Path, default=None, help="where exported models are kept (default: temp)"
     )
-    parser.add_argument("--timer", choices=("auto", "local", "device"), default="auto")
+    parser.add_argument("--timer", choices=("local", "device"), default="device",
+                        help="device: the product's measuring method; local: a bare onnxruntime loop (cross-check)")
     args = parser.parse_args(argv)
 
     timer = args.timer
-    if timer == "auto":
-        try:
-            import devices.spec  # noqa: F401
-
-            timer = "device"
-        except ModuleNotFoundError:
-            timer = "local"
     how = (
         f"devices.spec ort-cpu:threads=1 measure(), median of {args.rounds} interleaved rounds"
         if timer == "device"
