@@ -4,7 +4,7 @@
 
 Meta-training uses the protocol's training rows of every public device (as ``latency train`` does). Adaptation
 is timed over 20 repeats with the model's 10 references. Throughput is timed on one million random encoded
-architectures (``predict_encoded``, what a search loop calls) and on 20,000 arch strings (``predict``,
+architectures (``predict_encoded``, what a search loop calls) and on 10,000 arch strings (``predict``,
 parsing included).
 """
 
@@ -46,7 +46,7 @@ def main() -> None:
         train_rows, _ = data.protocol_rows()
         target = data.devices[-1]
         encoded = random_encodings(space, 1_000_000)
-        strings = get_space(space).sample(20_000, seed=1)
+        strings = get_space(space).sample(10_000, seed=1)
         for name in args.predictors.split(","):
             model = make_predictor(name, space)
             t0 = time.perf_counter()
