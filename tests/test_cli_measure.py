@@ -118,6 +118,14 @@ def test_profile_three_nb201_archs_then_resume_and_export(tmp_path, onnx_cache, 
     index = public_index("nb201")
     assert [int(r[0]) for r in body] == sorted(index[a] for a in ARCHS)
     assert {r[1]: float(r[2]) for r in body} == {a: next(iter(v.values())) for a, v in table.items()}
+    # --since: only a pass taken after that moment counts
+    since = ["export", "--db", str(db), "--device", "ort-cpu:threads=1", "--out", str(exported), "--since"]
+    rc, stdout, err = call_main([*since, "2000-01-01T00:00"])
+    assert rc == 0 and "rows=3" in stdout, err
+    rc, _, err = call_main([*since, "2999-01-01T00:00"])
+    assert rc != 0 and len(err.strip().splitlines()) == 1 and "since 2999-01-01T00:00" in err
+    rc, _, err = call_main([*since, "yesterday"])
+    assert rc != 0 and len(err.strip().splitlines()) == 1 and "ISO time" in err
 
 
 @pytest.mark.slow

@@ -353,8 +353,11 @@ def export(
         "--device", help="Device spec(s): repeat the option or separate specs by commas.")],
     db: Annotated[Path | None, typer.Option("--db", help="Measurement store (default: $LATENCY_DB or cache).")] = None,
     space: Annotated[str | None, typer.Option("--space", help="Search space (default: the only one stored).")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Use only measurements taken at or after this "
+                                                              "UTC time (ISO, e.g. 2026-11-24T12:34).")] = None,
 ) -> None:
     """Write stored measurements in the dataset format of measurements/hw-nas-bench."""
+    since_ts = _since(since)
     from devices.spec import canonical_spec
 
     # a dataset column name (',' written ';') names its device too
@@ -384,10 +387,25 @@ def export(
                 )
         else:
             _space(space)
-        n = store.export_csv(out, space, specs)
+        n = store.export_csv(out, space, specs, since=since_ts)
     if n == 0:
-        raise InputError(f"no {space} measurements on {', '.join(specs)} in {db_path}")
+        after = f" since {since}" if since else ""
+        raise InputError(f"no {space} measurements on {', '.join(specs)}{after} in {db_path}")
     typer.echo(f"export: space={space} devices={','.join(specs)} rows={n} out={out}")
+
+
+def _since(text: str | None) -> float | None:
+    import datetime as dt
+
+    if text is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"--since {text!r} is not an ISO time such as 2026-11-24T12:34") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return moment.timestamp()
 
 
 def devices() -> None:
