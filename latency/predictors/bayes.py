@@ -10,12 +10,14 @@ exact Bayesian linear regression from a handful of measurements:
   are enough where a free fit would need ~30 (NB201) or ~200 (FBNet);
 * the posterior gives a predictive spread for every architecture, hence ``lo_ms`` / ``hi_ms`` (the width is
   calibrated on held-out public devices so the nominal level is met in practice);
-* the same posterior says which architectures to measure: references are picked greedily where the prior
-  predicts the most spread (a D-optimal design), instead of a fixed list.
+* the same prior says which architectures to measure: references are picked greedily, each the one that most
+  reduces the summed posterior variance over the training architectures (a V-optimal design), instead of a
+  fixed list.
 
 This is the "per-device regressors combined on the target's samples" idea done with a prior learned across
-devices instead of a hand-set ridge penalty; the hyper-parameters (isotropic spread and noise) are chosen by
-leave-one-device-out over the training devices, never on the target.
+devices instead of a hand-set ridge penalty. The isotropic spread (tau) and the noise are not fixed: at
+adaptation the posteriors under a grid of both are averaged, weighted by their evidence on the target's own
+samples. The design's tau and noise were chosen on HW-NAS-Bench's meta-validation devices, never on a target.
 """
 
 from __future__ import annotations
