@@ -329,3 +329,21 @@ def test_flagged_measurements_are_repeated_and_every_attempt_kept(tmp_path, onnx
         reused = profile_archs("nb201", [arch], device, store, config=always_flagged, onnx_dir=onnx_cache,
                                retries=5, skip_measured=True)
         assert reused.rows[0].source == "stored" and reused.rows[0].measurement_id == clean.rows[0].measurement_id
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["profile", "--space", "nb201"], "latency profile: Missing option '--device'"),
+    (["profile", "--device", "ort-cpu", "--out", "x.csv", "--bogus"], "No such option: --bogus"),
+    (["nosuch"], "No such command 'nosuch'"),
+    (["quickstart", "--n", "abc"], "latency quickstart: Invalid value for '--n'"),
+])
+def test_usage_errors_are_one_line_too(args, needle):
+    rc, out, err = call_main(args)
+    assert rc == 2 and err.count("\n") == 1 and needle in err and out == ""
+
+
+def test_help_still_prints():
+    rc, out, _ = call_main(["--help"])
+    assert rc == 0 and "profile" in out and "quickstart" in out
+    rc, out, _ = call_main([])
+    assert rc == 0 and "Usage" in out
