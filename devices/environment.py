@@ -12,6 +12,7 @@ import platform
 import socket
 import subprocess
 import sys
+import time
 from importlib import metadata
 from typing import Any
 
@@ -155,3 +156,43 @@ def _memory_gb() -> float | None:
         return round(psutil.virtual_memory().total / 2**30, 1)
     except Exception:  # noqa: BLE001
         return None
+
+
+class CpuActivity:
+    """What the whole machine did while one measurement ran, from ``/proc/stat`` (Linux; empty elsewhere):
+    ``steal`` = share of CPU time the hypervisor gave to other guests, ``others`` = share of the machine's CPU
+    time busy with work other than this process. A latency taken while either is high is suspect even when
+    its own spread is small."""
+
+    def __init__(self) -> None:
+        self._start = self._snapshot()
+
+    @staticmethod
+    def _snapshot() -> tuple[list[int], float, float] | None:
+        try:
+            with open("/proc/stat") as fh:
+                fields = fh.readline().split()
+        except OSError:
+            return None
+        if not fields or fields[0] != "cpu":
+            return None
+        return [int(v) for v in fields[1:9]], time.process_time(), time.perf_counter()
+
+    def finish(self) -> dict[str, float]:
+        end = self._snapshot()
+        if self._start is None or end is None:
+            return {}
+        (t0, cpu0, w0), (t1, cpu1, w1) = self._start, end
+        delta = [b - a for a, b in zip(t0, t1, strict=True)]
+        total = sum(delta)
+        if total <= 0 or w1 <= w0:
+            return {}
+        # user nice system idle iowait irq softirq steal
+        idle = delta[3] + delta[4]
+        steal = delta[7]
+        tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        busy_s = (total - idle - steal) / tick
+        ours_s = cpu1 - cpu0
+        capacity_s = total / tick
+        return {"steal": round(steal / total, 4), "others": round(max(0.0, busy_s - ours_s) / capacity_s, 4)}
+

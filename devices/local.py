@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from devices.base import DeviceError
-from devices.environment import capture_environment, cpu_model
+from devices.environment import CpuActivity, capture_environment, cpu_model
 from devices.measurement import MeasureConfig, Measurement
 from devices.timing import RunBlock, RunBlocks, measure_blocks
 
@@ -162,12 +162,16 @@ class LocalDevice(ABC):
         onnx_model = resolve_model(model)
         loaded = self.load(onnx_model)
         device = self.describe()
+        activity = CpuActivity()
         with self._threads():
-            return measure_blocks(
+            m = measure_blocks(
                 loaded.run_block, config, method=loaded.method, run_blocks=loaded.run_blocks,
                 run_blocks_discard=loaded.run_blocks_discard, device_spec=self.spec, device=device,
                 environment=self.environment(), model_hash=onnx_model.content_hash,
             )
+        # What else the machine did meanwhile: the one disturbance a small spread does not reveal.
+        m.environment = {**m.environment, "cpu_during": activity.finish()}
+        return m
 
 
 def first_line(exc: BaseException) -> str:

@@ -61,6 +61,8 @@ def _check_measurement(m, device, model, threads):
     assert m.device["backend"] == device.backend and m.device["cpu_model"]
     assert m.environment["threads"] == threads
     assert m.environment["cpu_model"] and m.environment["packages"]["numpy"]
+    if os.path.exists("/proc/stat"):  # what else ran meanwhile travels with the number
+        assert set(m.environment["cpu_during"]) == {"steal", "others"}
     assert m.config == FAST.to_dict()
     assert m.number >= 1 and m.warmup_runs >= 1
     assert m.timestamp > 0 and m.wall_s > 0

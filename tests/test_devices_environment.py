@@ -6,6 +6,8 @@ import json
 import os
 import platform
 
+import pytest
+
 from devices.environment import capture_environment, cpu_model, static_environment, usable_cores
 
 
@@ -41,3 +43,28 @@ def test_gpu_fields_are_present_for_a_cuda_backend_even_without_a_gpu():
     env = capture_environment(threads=None, gpu_index=0)
     assert set(env["gpu"]) >= {"index", "name", "driver"}
     assert env["gpu"]["index"] == 0
+
+
+def test_cpu_activity_sees_other_work_on_the_machine():
+    import subprocess
+    import sys
+    import time
+
+    from devices.environment import CpuActivity
+
+    if not os.path.exists("/proc/stat"):
+        pytest.skip("needs Linux /proc/stat")
+    quiet = CpuActivity()
+    time.sleep(0.3)
+    got = quiet.finish()
+    assert set(got) == {"steal", "others"} and all(0.0 <= v <= 1.0 for v in got.values())
+    # a process spinning on one core for the whole window is other work: at least ~1/cores of the machine
+    spinner = subprocess.Popen([sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<3: pass"])
+    try:
+        time.sleep(0.5)
+        busy = CpuActivity()
+        time.sleep(1.5)
+        seen = busy.finish()
+    finally:
+        spinner.wait()
+    assert seen["others"] >= 0.8 / (os.cpu_count() or 1)
