@@ -357,7 +357,7 @@ def export(
                                                               "UTC time (ISO, e.g. 2026-11-24T12:34).")] = None,
 ) -> None:
     """Write stored measurements in the dataset format of measurements/hw-nas-bench."""
-    since_ts = _since(since)
+    since_ts = parse_since(since)
     from devices.spec import canonical_spec
 
     # a dataset column name (',' written ';') names its device too
@@ -394,7 +394,8 @@ def export(
     typer.echo(f"export: space={space} devices={','.join(specs)} rows={n} out={out}")
 
 
-def _since(text: str | None) -> float | None:
+def parse_since(text: str | None) -> float | None:
+    """``--since`` as Unix time: an ISO moment, UTC unless it names its zone; None stays None."""
     import datetime as dt
 
     if text is None:

@@ -146,7 +146,7 @@ def run_campaign(out_dir: Path, db_path: Path, device_specs: list[str], spaces: 
             counts[space] = store.export_csv(out_dir / f"{space}.csv", space, specs, columns,
                                              archs=[a for _, a in chosen[space]], since=since)
         stats = _store_stats(store, spaces, chosen, specs, since)
-        older = len([m for m in store.measurements() if since is not None and m.measurement.timestamp < since])
+        older = 0 if since is None else len(store.measurements()) - len(store.measurements(since=since))
         environment = _first_environment(store, specs)
         descriptors = {d.spec: d.descriptor for d in store.devices() if d.spec in specs}
     _write_splits(out_dir / "splits.json", chosen, columns, seed)
@@ -262,18 +262,6 @@ def _write_readme(path: Path, facts: dict[str, Any]) -> None:
     path.write_text(template.substitute(values))
 
 
-def _parse_since(text: str | None) -> float | None:
-    if text is None:
-        return None
-    try:
-        moment = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise SystemExit(f"error: --since {text!r} is not an ISO time such as 2026-11-24T12:45") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
-    return moment.timestamp()
-
-
 def _relative(target: str, base: Path) -> str:
     try:
         return os.path.relpath(target, base)
@@ -312,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="measure an arch again while all its stored attempts are flagged, up to 1 + N attempts")
     args = parser.parse_args(argv)
 
-    from latency.commands.measure import split_device_list
+    from latency.commands.measure import parse_since, split_device_list
     from latency.errors import is_user_error
 
     spaces = [s.strip() for s in args.spaces.split(",") if s.strip()]
@@ -328,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     db_path = args.db if args.db is not None else args.out_dir / "measurements.sqlite"
     try:
         facts = run_campaign(args.out_dir, db_path, split_device_list(args.devices), spaces, args.limit,
-                             args.seed, args.onnx_cache, args.retries, _parse_since(args.since))
+                             args.seed, args.onnx_cache, args.retries, parse_since(args.since))
     except Exception as exc:
         if not is_user_error(exc):
             raise
