@@ -77,16 +77,6 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _load_average() -> str:
     try:
         return " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -218,6 +208,8 @@ def _write_splits(path: Path, chosen: dict[str, list[tuple[int, str]]], columns:
 
 
 def _write_readme(path: Path, facts: dict[str, Any]) -> None:
+    from devices.environment import cpu_model
+
     def when(t: float) -> str:
         return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -243,7 +235,7 @@ def _write_readme(path: Path, facts: dict[str, Any]) -> None:
         "pass": ("every stored measurement counts" if facts["since"] is None else
                  f"only measurements taken since {when(facts['since'])} count (a fresh pass); "
                  f"{facts['older']} older measurements stay in the store but are not used"),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": str(os.cpu_count()),
         "os": f"{platform.system()} {platform.release()}",
         "load": _load_average(),
